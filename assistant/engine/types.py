@@ -1,0 +1,100 @@
+"""Messages and results exchanged with an engine, independent of the backend."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["eos", "length", "stop", "cancelled", "context_full"]
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    role: Role
+    content: str
+
+
+class Sampling(BaseModel):
+    """temperature 0 means greedy; greedy output is deterministic and reproducible."""
+
+    model_config = ConfigDict(frozen=True)
+
+    temperature: float = Field(0.0, ge=0)
+    top_k: int = Field(40, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    seed: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+
+class GenerationStats(BaseModel):
+    """Counts and timings of one request (seconds unless named otherwise)."""
+
+    prompt_tokens: int = 0
+    cached_tokens: int = Field(0, description="Prompt tokens whose KV state was reused, not recomputed.")
+    completion_tokens: int = 0
+    prefill_s: float = 0.0
+    first_token_s: float = 0.0
+    decode_s: float = 0.0
+    total_s: float = 0.0
+    finish_reason: FinishReason | None = None
+
+    @property
+    def decode_tok_s(self) -> float:
+        # The first token comes out of the prefill; the rest are decode steps.
+        steps = self.completion_tokens - 1
+        return steps / self.decode_s if steps > 0 and self.decode_s > 0 else 0.0
+
+    @property
+    def prefill_tok_s(self) -> float:
+        n = self.prompt_tokens - self.cached_tokens
+        return n / self.prefill_s if n > 0 and self.prefill_s > 0 else 0.0
+
+
+class EngineError(Exception):
+    """An engine request or load that cannot proceed; the message says why and what to do."""
+
+
+class Generation(Protocol):
+    """A running request: iterate for text pieces as they are decoded."""
+
+    stats: GenerationStats
+    tokens: list[int]
+
+    def __iter__(self) -> Iterator[str]: ...
+
+    @property
+    def text(self) -> str: ...
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What callers need from an LLM backend (llama.cpp today, compiled TVM later)."""
+
+    @property
+    def model_name(self) -> str: ...
+
+    def tokenize(self, text: str, *, special: bool = False) -> list[int]: ...
+
+    def detokenize(self, tokens: Sequence[int]) -> str: ...
+
+    def apply_chat_template(self, messages: Sequence[ChatMessage], *, add_generation_prompt: bool = True) -> str: ...
+
+    def generate(
+        self,
+        prompt: str | Sequence[ChatMessage],
+        *,
+        max_tokens: int = 128,
+        sampling: Sampling | None = None,
+        stop: Sequence[str] = (),
+        cancel: threading.Event | None = None,
+    ) -> Generation: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,106 @@
+"""Model manifests: where a model's weights come from and how to recognise them."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FileSource(_Strict):
+    """A file on disk (relative paths are relative to the manifest)."""
+
+    kind: Literal["file"]
+    path: Path
+
+
+class PackageSource(_Strict):
+    """A file inside an installed Python distribution (pip package)."""
+
+    kind: Literal["package"]
+    package: str
+    version: str
+    path: str = Field(description="Path relative to the distribution's install root (site-packages).")
+
+
+class Part(_Strict):
+    """One piece of a split model; pieces are concatenated in order."""
+
+    package: str | None = None
+    version: str | None = None
+    path: str
+    size: int = Field(gt=0)
+    sha256: Sha256
+
+    @model_validator(mode="after")
+    def _version_with_package(self) -> Part:
+        if self.package is not None and self.version is None:
+            raise ValueError("a part inside a package needs the package's version")
+        return self
+
+
+class PartsSource(_Strict):
+    kind: Literal["parts"]
+    parts: list[Part] = Field(min_length=1)
+
+
+Source = Annotated[FileSource | PackageSource | PartsSource, Field(discriminator="kind")]
+
+
+class ModelManifest(_Strict):
+    """What one model is, where it comes from and how to check it."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    description: str
+    format: Literal["gguf"] = "gguf"
+    architecture: str = Field(description="GGUF general.architecture, e.g. llama, qwen2.")
+    parameters: str = Field(description="Human-readable size, e.g. 135M.")
+    vocab_family: str = Field(description="Models of one family share token ids (draft/target pairs).")
+    quantization: str
+    license: str
+    optional: bool = Field(False, description="Not needed by the default configuration.")
+    size: int = Field(gt=0, description="Size in bytes of the complete model file.")
+    sha256: Sha256 | None = Field(None, description="Unset only when the complete file cannot be assembled.")
+    notes: str = ""
+    source: Source
+    manifest_path: Path | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _parts_add_up(self) -> ModelManifest:
+        if isinstance(self.source, PartsSource) and self.sha256 is not None:
+            total = sum(p.size for p in self.source.parts)
+            if total != self.size:
+                raise ValueError(f"parts add up to {total} bytes but size is {self.size}")
+        if self.sha256 is None and not isinstance(self.source, PartsSource):
+            raise ValueError("sha256 is required unless the model is an incomplete set of parts")
+        return self
+
+    @property
+    def complete(self) -> bool:
+        """False when the registry ships only some of the parts (recorded, never usable)."""
+        return self.sha256 is not None
+
+
+class ManifestError(Exception):
+    """A manifest file that cannot be used, named with its cause."""
+
+
+def load_manifest(path: Path) -> ModelManifest:
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ManifestError(f"manifest {path}: cannot read: {exc}") from exc
+    try:
+        manifest = ModelManifest.model_validate(data)
+    except ValidationError as exc:
+        details = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False))
+        raise ManifestError(f"manifest {path}: {details}") from exc
+    return manifest.model_copy(update={"manifest_path": path})

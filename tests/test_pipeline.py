@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from assistant.config import AssistantConfig
+from assistant.engine.llama_cpp import LlamaCppEngine
+from assistant.pipeline import FALLBACK_REPLY, Assistant, Session, SpokenStream
+
+
+def feed_all(stream: SpokenStream, pieces: list[str]) -> str:
+    out = "".join(stream.feed(p) for p in pieces) + stream.finish()
+    assert out == stream.text
+    return out
+
+
+def test_spoken_stream_removes_markdown_lists_and_emoji() -> None:
+    s = SpokenStream(max_sentences=0)
+    text = feed_all(
+        s, ["**Sure", "!** Here", " are tips:\n", "1", ". Drink ", "water 💧", "\n- Sle", "ep *well*", ".\n"]
+    )
+    assert text.strip() == "Sure! Here are tips: Drink water Sleep well."
+
+
+def test_spoken_stream_counts_sentences_but_not_list_numbers() -> None:
+    s = SpokenStream(max_sentences=2)
+    feed_all(s, ["1. First", " point is short. ", "Second one"])
+    assert not s.done
+    s.feed(" too. ")
+    assert s.done
+
+
+def test_spoken_stream_detects_degenerate_repetition() -> None:
+    s = SpokenStream(max_sentences=0)
+    for _ in range(10):
+        s.feed("🍜")
+    assert s.degenerate and s.done and s.text == ""
+
+
+def test_session_keeps_a_bounded_history() -> None:
+    session = Session(max_turns=2)
+    for i in range(5):
+        session.add(f"q{i}", f"a{i}")
+    assert [m.content for m in session.history] == ["q3", "a3", "q4", "a4"]
+
+
+@pytest.fixture(scope="module")
+def assistant(engine: LlamaCppEngine) -> Assistant:
+    return Assistant(AssistantConfig(), engine)
+
+
+def test_ask_routes_to_chat_and_answers_in_spoken_style(assistant: Assistant) -> None:
+    result = assistant.ask("What is the capital of France?")
+    assert "Paris" in result.text
+    assert result.route.handler == "chat" and result.route.reason
+    assert set(result.timings_ms) == {"route", "first_token", "first_text", "generate", "total"}
+    assert 0 < result.timings_ms["first_token"] <= result.timings_ms["total"]
+    assert not any(ch in result.text for ch in "*#`\n")
+
+
+def test_reply_is_cut_at_the_sentence_limit(assistant: Assistant) -> None:
+    long = assistant.ask("Tell me everything you know about the history of Rome.", max_tokens=200)
+    assert long.stats is not None and long.stats.completion_tokens < 200
+    assert long.text.count(". ") <= 1
+
+
+def test_multi_turn_context_reaches_the_model(assistant: Assistant) -> None:
+    session = Session()
+    first = assistant.ask("My favourite colour is green.", session)
+    messages = assistant._messages("What did I just tell you?", session)
+    assert [m.role for m in messages] == ["system", "user", "assistant", "user"]
+    assert messages[1].content == "My favourite colour is green." and messages[2].content == first.text
+
+
+def test_old_turns_are_dropped_to_fit_the_context(engine: LlamaCppEngine) -> None:
+    cfg = AssistantConfig.model_validate({"engine": {"context_size": 256, "max_tokens": 64}})
+    small = Assistant(cfg, engine)
+    session = Session(max_turns=50)
+    for i in range(20):
+        session.add(f"Here is a fairly long statement number {i} about nothing in particular.", "Okay, noted.")
+    messages = small._messages("And now?", session)
+    n = len(engine.tokenize(engine.apply_chat_template(messages), special=True))
+    assert n <= 256 - 64
+    assert messages[-1].content == "And now?" and len(messages) < 2 + 40
+
+
+def test_cancel_stops_the_turn(assistant: Assistant) -> None:
+    cancel = threading.Event()
+    pieces: list[str] = []
+
+    def on_text(piece: str) -> None:
+        pieces.append(piece)
+        cancel.set()
+
+    result = assistant.ask("Tell me a long story about a brave knight.", on_text=on_text, cancel=cancel, max_tokens=150)
+    assert result.stats is not None and result.stats.finish_reason == "cancelled"
+    assert result.stats.completion_tokens < 20
+
+
+def test_unspeakable_reply_becomes_an_apology(engine: LlamaCppEngine) -> None:
+    class EmojiEngine:
+        """Stands in for a model that degenerates into emoji (seen with the 135M model)."""
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(engine, name)
+
+        def generate(self, *args: object, **kwargs: object) -> object:
+            gen = engine.generate(*args, **kwargs)  # type: ignore[arg-type]
+            gen._iter = iter(["🍜"] * 12)
+            return gen
+
+    result = Assistant(AssistantConfig(), EmojiEngine()).ask("Show me noodles.")  # type: ignore[arg-type]
+    assert result.text == FALLBACK_REPLY
