@@ -9,7 +9,8 @@
 # stock build enables ggml's AMX kernels, which crash on every multi-token
 # decode on CPUs that have AMX (see shared/FACTS.md). We build with
 # -march=native but explicitly without AMX, and cache the wheel under
-# ~/.cache/assistant/wheels/<key> so later installs take seconds.
+# ~/.cache/assistant/wheels/<key> so later installs take seconds. pip's own
+# cache is bypassed: it keys built wheels by sdist only, not by CMAKE_ARGS.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -48,7 +49,7 @@ if ! "$PY" -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$LLAMA_
         echo "    CMAKE_ARGS=$cmake_args"
         mkdir -p "$WHEELS.tmp"
         CMAKE_ARGS="$cmake_args" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
-            "$PY" -m pip wheel --no-deps --no-binary llama-cpp-python \
+            "$PY" -m pip wheel --no-deps --no-binary llama-cpp-python --no-cache-dir \
             -w "$WHEELS.tmp" "llama-cpp-python==$LLAMA_VERSION"
         rm -rf "$WHEELS" && mv "$WHEELS.tmp" "$WHEELS"
     fi
