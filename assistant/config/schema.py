@@ -8,6 +8,7 @@ them (``assistant config reference``), and a test keeps both in sync.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -31,32 +32,23 @@ def _resolve_path(value: Path, info: ValidationInfo) -> Path:
     return value
 
 
-def _existing_file(value: Path, info: ValidationInfo) -> Path:
-    value = _resolve_path(value, info)
-    if not value.is_file():
-        what = "a directory, not a file" if value.is_dir() else "missing"
-        raise PydanticCustomError(
-            "file_missing",
-            "file {path} is {what}",
-            {"path": str(value), "what": what},
-        )
-    return value
+def _must_exist(kind: str) -> Callable[[Path, ValidationInfo], Path]:
+    def check(value: Path, info: ValidationInfo) -> Path:
+        value = _resolve_path(value, info)
+        ok = value.is_file() if kind == "file" else value.is_dir()
+        if not ok:
+            other = "a directory, not a file" if kind == "file" else "a file, not a directory"
+            what = other if value.exists() else "missing"
+            raise PydanticCustomError(
+                f"{kind}_missing", "{kind} {path} is {what}", {"kind": kind, "path": str(value), "what": what}
+            )
+        return value
+
+    return check
 
 
-def _existing_dir(value: Path, info: ValidationInfo) -> Path:
-    value = _resolve_path(value, info)
-    if not value.is_dir():
-        what = "a file, not a directory" if value.is_file() else "missing"
-        raise PydanticCustomError(
-            "dir_missing",
-            "directory {path} is {what}",
-            {"path": str(value), "what": what},
-        )
-    return value
-
-
-ExistingFile = Annotated[Path, AfterValidator(_existing_file)]
-ExistingDir = Annotated[Path, AfterValidator(_existing_dir)]
+ExistingFile = Annotated[Path, AfterValidator(_must_exist("file"))]
+ExistingDir = Annotated[Path, AfterValidator(_must_exist("dir"))]
 AnyPath = Annotated[Path, AfterValidator(_resolve_path)]
 
 
