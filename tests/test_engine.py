@@ -174,5 +174,5 @@ def test_corrupt_gguf_names_the_file_and_cause(tmp_path: Path, default_model_pat
 
 def test_logits_are_finite(engine: LlamaCppEngine) -> None:
     engine.generate(chat("Hi"), max_tokens=1).result()
-    logits = engine._logits()
+    logits = engine.logits()
     assert logits.shape == (engine.n_vocab,) and np.isfinite(logits).all()

@@ -192,6 +192,12 @@ class EngineConfig(Section):
     context_size: int = Field(2048, ge=128, le=131072, description="KV cache size in tokens.")
     batch_size: int = Field(256, ge=1, le=8192, description="Maximum tokens per prefill batch.")
     gpu_layers: int = Field(0, ge=0, le=1000, description="Layers offloaded to a GPU (0 = CPU only).")
+    prefix_slots: int = Field(
+        4,
+        ge=0,
+        le=64,
+        description="KV sequences that keep skills' system prompts evaluated (one per skill and adapter).",
+    )
     threads: ThreadsConfig = Field(default_factory=ThreadsConfig)
     speculative: SpeculativeConfig = Field(default_factory=SpeculativeConfig)
     max_tokens: int = Field(96, ge=1, le=8192, description="Default cap on generated tokens per reply.")

@@ -20,8 +20,9 @@ def load_engine(cfg: AssistantConfig, store: ModelStore | None = None, reporter:
 
     store = store or ModelStore.from_config(cfg)
     e = cfg.engine
-    path = store.ready_path(e.base_model, reporter)
-    return LlamaCppEngine(
+    manifest = store.get(e.base_model)
+    path = store.prepare(manifest, reporter)
+    engine = LlamaCppEngine(
         path,
         name=e.base_model,
         context_size=e.context_size,
@@ -29,7 +30,17 @@ def load_engine(cfg: AssistantConfig, store: ModelStore | None = None, reporter:
         threads=e.threads.target,
         threads_batch=e.threads.target_batch,
         gpu_layers=e.gpu_layers,
+        prefix_slots=e.prefix_slots,
+        base_sha256=manifest.sha256,
     )
+    try:
+        # Every configured adapter is loaded now, so a request never waits for a load.
+        for name, adapter in cfg.adapters.items():
+            engine.load_adapter(name, adapter.path, adapter.scale)
+    except EngineError:
+        engine.close()
+        raise
+    return engine
 
 
 def sampling_from_config(cfg: AssistantConfig) -> Sampling:

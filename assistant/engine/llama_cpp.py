@@ -1,8 +1,8 @@
 """llama.cpp backend through llama-cpp-python's low-level C API.
 
 The high-level `Llama` class fixes one LoRA per instance and disables mmap with
-adapters; the low-level API lets us share one model, switch adapters per request
-and drive the KV cache ourselves (prefix reuse now, speculative decoding later).
+adapters; the low-level API lets us share one model across skills, switch adapters
+per request, and drive the KV cache ourselves (prefix slots, speculative rollback).
 """
 
 from __future__ import annotations
@@ -13,12 +13,15 @@ import ctypes
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import llama_cpp as ll
 import numpy as np
 
+from assistant.engine.lora import AdapterError, check_base, read_adapter_manifest
 from assistant.engine.sampling import sample_token
 from assistant.engine.types import ChatMessage, EngineError, FinishReason, GenerationStats, Sampling
 
@@ -28,6 +31,7 @@ _recent_errors: collections.deque[str] = collections.deque(maxlen=8)
 _backend_lock = threading.Lock()
 _backend_ready = False
 _last_level = [2]  # GGML_LOG_LEVEL_CONT (5) continues the previous message at its level
+WORK_SEQ = 0  # the sequence every request decodes in; others hold cached prefixes
 
 
 @ll.llama_log_callback
@@ -64,8 +68,38 @@ def _amx_compiled() -> bool:
     return "AMX_INT8 = 1" in system_info()
 
 
+def _last_errors(default: str) -> str:
+    return "; ".join(_recent_errors) or default
+
+
+@dataclass
+class _Adapter:
+    name: str
+    path: Path
+    scale: float
+    handle: Any  # llama_adapter_lora_p
+
+
+@dataclass
+class _PrefixSlot:
+    """A cached prompt prefix (e.g. a skill's system prompt) kept in its own KV sequence."""
+
+    seq: int
+    adapter: str | None = None
+    tokens: list[int] = field(default_factory=list)
+    last_used: float = 0.0
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
 class LlamaCppEngine:
-    """One loaded GGUF model with one context; not thread-safe per request, so requests are serialized."""
+    """One loaded GGUF model with one context; requests are serialized by a lock."""
 
     def __init__(
         self,
@@ -77,13 +111,17 @@ class LlamaCppEngine:
         threads: int = 2,
         threads_batch: int = 2,
         gpu_layers: int = 0,
+        prefix_slots: int = 4,
+        base_sha256: str | None = None,
     ):
         _init_backend()
         path = Path(model_path)
         if not path.is_file():
             raise EngineError(f"model file {path} does not exist")
         self._name = name or path.stem
-        self._lock = threading.Lock()
+        self.model_path = path
+        self.base_sha256 = base_sha256
+        self._lock = threading.RLock()
         self._closed = False
 
         mparams = ll.llama_model_default_params()
@@ -96,8 +134,7 @@ class LlamaCppEngine:
         _recent_errors.clear()
         model = ll.llama_model_load_from_file(str(path).encode(), mparams)
         if not model:
-            cause = "; ".join(_recent_errors) or "unknown cause"
-            raise EngineError(f"cannot load model {path}: {cause}")
+            raise EngineError(f"cannot load model {path}: {_last_errors('unknown cause')}")
         self._model = model
         self._vocab = ll.llama_model_get_vocab(model)
         self.n_vocab = int(ll.llama_vocab_n_tokens(self._vocab))
@@ -106,24 +143,31 @@ class LlamaCppEngine:
         cparams.n_ctx = context_size
         cparams.n_batch = batch_size
         cparams.n_ubatch = batch_size
-        cparams.n_seq_max = 1
+        cparams.n_seq_max = 1 + prefix_slots
+        cparams.kv_unified = True  # prefix slots share cells with the working sequence: seq_cp copies no data
         cparams.n_threads = threads
         cparams.n_threads_batch = threads_batch
         cparams.no_perf = True
         ctx = ll.llama_init_from_model(model, cparams)
         if not ctx:
             ll.llama_model_free(model)
-            cause = "; ".join(_recent_errors) or "out of memory?"
-            raise EngineError(f"cannot create a {context_size}-token context for {path}: {cause}")
+            raise EngineError(
+                f"cannot create a {context_size}-token context for {path}: {_last_errors('out of memory?')}"
+            )
         self._ctx = ctx
         self._mem = ll.llama_get_memory(ctx)
         self.context_size = int(ll.llama_n_ctx(ctx))
         self.batch_size = batch_size
+        self.threads = (threads, threads_batch)
         self._batch = ll.llama_batch_init(batch_size, 0, 1)
-        self._cached: list[int] = []  # tokens whose KV state sits in sequence 0
-        template = ll.llama_model_chat_template(model, None)
-        self._template: bytes | None = template
-        self._add_bos = bool(ll.llama_vocab_get_add_bos(self._vocab))
+        self._cached: list[int] = []  # tokens whose KV state sits in WORK_SEQ
+        self._cached_adapter: str | None = None  # adapter that was active when they were evaluated
+        self._slots = [_PrefixSlot(seq=i + 1) for i in range(prefix_slots)]
+        self._template: bytes | None = ll.llama_model_chat_template(model, None)
+        self._adapters: dict[str, _Adapter] = {}
+        self._active_adapter: str | None = None
+        self.adapter_switches = 0
+        self.model_loads = 1
 
     # --- properties ----------------------------------------------------------
 
@@ -131,8 +175,13 @@ class LlamaCppEngine:
     def model_name(self) -> str:
         return self._name
 
+    @property
+    def adapters(self) -> list[str]:
+        return list(self._adapters)
+
     def set_threads(self, threads: int, threads_batch: int) -> None:
         ll.llama_set_n_threads(self._ctx, threads, threads_batch)
+        self.threads = (threads, threads_batch)
 
     # --- text <-> tokens -----------------------------------------------------
 
@@ -154,6 +203,11 @@ class LlamaCppEngine:
             buf = ctypes.create_string_buffer(-n)
             n = ll.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
         return buf.raw[:n]
+
+    def token_text(self, token: int) -> bytes:
+        """The vocabulary entry itself (special tokens included), for comparing vocabularies."""
+        raw = ll.llama_vocab_get_text(self._vocab, token)
+        return bytes(raw) if raw is not None else b""
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         return b"".join(self.token_bytes(t) for t in tokens).decode("utf-8", "replace")
@@ -180,62 +234,162 @@ class LlamaCppEngine:
             size = n + 1
         raise EngineError("chat template output did not fit")  # pragma: no cover
 
+    # --- adapters ------------------------------------------------------------
+
+    def load_adapter(self, name: str, path: Path, scale: float = 1.0) -> None:
+        """Load a GGUF LoRA once; requests then switch to it by name without reloading anything."""
+        path = Path(path)
+        manifest = read_adapter_manifest(path)
+        check_base(manifest, path, self._name, self.base_sha256)
+        _recent_errors.clear()
+        handle = ll.llama_adapter_lora_init(self._model, str(path).encode())
+        if not handle:
+            raise AdapterError(f"adapter {path} does not fit base '{self._name}': {_last_errors('unknown cause')}")
+        with self._lock:
+            old = self._adapters.get(name)
+            self._adapters[name] = _Adapter(name=name, path=path, scale=scale, handle=handle)
+            if old is not None:
+                if self._active_adapter == name:
+                    self._apply_adapter(None)
+                ll.llama_adapter_lora_free(old.handle)
+                self._forget_adapter_state(name)
+
+    def _forget_adapter_state(self, name: str) -> None:
+        if self._cached_adapter == name:
+            self._drop_work_seq()
+        for slot in self._slots:
+            if slot.adapter == name and slot.tokens:
+                ll.llama_memory_seq_rm(self._mem, slot.seq, 0, -1)
+                slot.tokens = []
+
+    def _apply_adapter(self, name: str | None) -> None:
+        if name == self._active_adapter:
+            return
+        if name is None:
+            rc = ll.llama_set_adapters_lora(self._ctx, None, 0, None)
+        else:
+            adapter = self._adapters[name]
+            handles = (ll.llama_adapter_lora_p_ctypes * 1)(adapter.handle)
+            scales = (ctypes.c_float * 1)(adapter.scale)
+            rc = ll.llama_set_adapters_lora(self._ctx, handles, 1, scales)
+        if rc != 0:
+            raise AdapterError(f"llama.cpp refused to switch to adapter {name!r} (code {rc})")
+        self._active_adapter = name
+        self.adapter_switches += 1
+
+    def use_adapter(self, name: str | None) -> None:
+        if name is not None and name not in self._adapters:
+            known = ", ".join(sorted(self._adapters)) or "none are loaded"
+            raise AdapterError(f"unknown adapter '{name}' (loaded: {known})")
+        with self._lock:
+            self._apply_adapter(name)
+
     # --- evaluation ----------------------------------------------------------
 
-    def _decode(self, tokens: Sequence[int], start_pos: int, *, logits_last: bool = True) -> None:
-        """Evaluate tokens at consecutive positions of sequence 0, in batch-size chunks."""
+    def _decode(self, tokens: Sequence[int], start_pos: int, *, all_logits: bool = False) -> None:
+        """Evaluate tokens at consecutive positions of WORK_SEQ, in batch-size chunks."""
         b = self._batch
         for off in range(0, len(tokens), self.batch_size):
             chunk = tokens[off : off + self.batch_size]
             last_chunk = off + self.batch_size >= len(tokens)
+            if all_logits and not last_chunk:
+                raise EngineError("a verify batch must fit in one llama.cpp batch")
             for i, tok in enumerate(chunk):
                 b.token[i] = tok
                 b.pos[i] = start_pos + off + i
                 b.n_seq_id[i] = 1
-                b.seq_id[i][0] = 0
-                b.logits[i] = 1 if (logits_last and last_chunk and i == len(chunk) - 1) else 0
+                b.seq_id[i][0] = WORK_SEQ
+                b.logits[i] = 1 if (all_logits or (last_chunk and i == len(chunk) - 1)) else 0
             b.n_tokens = len(chunk)
             rc = ll.llama_decode(self._ctx, b)
             if rc != 0:
                 # Whatever part of the chunk landed is unknown; forget it so the cache stays truthful.
-                ll.llama_memory_seq_rm(self._mem, 0, start_pos + off, -1)
-                del self._cached[start_pos + off :]
-                cause = "; ".join(_recent_errors) or f"llama_decode returned {rc}"
-                raise EngineError(f"decode failed: {cause}")
+                self.truncate(start_pos + off)
+                raise EngineError(f"decode failed: {_last_errors(f'llama_decode returned {rc}')}")
             self._cached.extend(chunk)
 
-    def _logits(self) -> np.ndarray:
-        ptr = ll.llama_get_logits_ith(self._ctx, -1)
+    def logits(self, index: int = -1) -> np.ndarray:
+        """Logits of the last evaluated batch (index -1: its last output row)."""
+        ptr = ll.llama_get_logits_ith(self._ctx, index)
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
 
-    def _prefill(self, tokens: list[int]) -> int:
-        """Bring the KV cache to `tokens`, reusing the longest cached prefix. Returns tokens reused."""
-        common = 0
-        limit = min(len(tokens), len(self._cached))
-        while common < limit and tokens[common] == self._cached[common]:
-            common += 1
-        if common == len(tokens):
-            common -= 1  # the last prompt token must be evaluated again to get its logits
-        if common < len(self._cached):
-            if not ll.llama_memory_seq_rm(self._mem, 0, common, -1):
-                ll.llama_memory_clear(self._mem, True)
-                common = 0
-            del self._cached[common:]
-        self._decode(tokens[common:], common)
-        return common
+    def truncate(self, n: int) -> None:
+        """Keep only the first n tokens of WORK_SEQ (rollback after rejected draft tokens)."""
+        if n < len(self._cached):
+            if not ll.llama_memory_seq_rm(self._mem, WORK_SEQ, n, -1):
+                self._drop_work_seq()
+                return
+            del self._cached[n:]
+
+    def _drop_work_seq(self) -> None:
+        ll.llama_memory_seq_rm(self._mem, WORK_SEQ, 0, -1)
+        self._cached = []
+
+    def prefill(self, tokens: list[int], *, adapter: str | None = None, cache_prefix: int = 0) -> int:
+        """Bring WORK_SEQ to `tokens` under `adapter`, reusing cached KV state. Returns tokens reused.
+
+        The source is WORK_SEQ itself (same conversation) or a prefix slot (a skill's system
+        prompt seen before), whichever shares more tokens; KV state made under another adapter
+        is never reused. If `cache_prefix` > 0 the first that many tokens are kept in a slot.
+        """
+        self.use_adapter(adapter)
+        best, source = 0, None
+        if self._cached_adapter == adapter:
+            best = _common_prefix(self._cached, tokens)
+        for slot in self._slots:
+            if slot.adapter == adapter and slot.tokens:
+                n = _common_prefix(slot.tokens, tokens)
+                if n > best:
+                    best, source = n, slot
+        best = min(best, len(tokens) - 1)  # the last prompt token is evaluated again for its logits
+        if source is None:
+            if self._cached_adapter != adapter:
+                self._drop_work_seq()
+            self.truncate(best)
+        else:
+            self._drop_work_seq()
+            ll.llama_memory_seq_cp(self._mem, source.seq, WORK_SEQ, 0, best)
+            self._cached = source.tokens[:best]
+            source.last_used = time.monotonic()
+        self._cached_adapter = adapter
+        self._decode(tokens[best:], best)
+        if cache_prefix > 0:
+            self._remember_prefix(tokens[:cache_prefix], adapter)
+        return best
+
+    def _remember_prefix(self, prefix: list[int], adapter: str | None) -> None:
+        if not self._slots:
+            return
+        for slot in self._slots:
+            if slot.adapter == adapter and slot.tokens == prefix:
+                slot.last_used = time.monotonic()
+                return
+        slot = min(self._slots, key=lambda s: s.last_used)  # least recently used (empty slots first)
+        ll.llama_memory_seq_rm(self._mem, slot.seq, 0, -1)
+        ll.llama_memory_seq_cp(self._mem, WORK_SEQ, slot.seq, 0, len(prefix))
+        slot.tokens, slot.adapter, slot.last_used = list(prefix), adapter, time.monotonic()
 
     def reset(self) -> None:
-        """Drop all cached KV state."""
+        """Drop all cached KV state (working sequence and prefix slots)."""
         with self._lock:
             ll.llama_memory_clear(self._mem, True)
-            self._cached.clear()
+            self._cached = []
+            for slot in self._slots:
+                slot.tokens, slot.adapter = [], None
 
     # --- generation ----------------------------------------------------------
 
-    def prompt_tokens(self, prompt: str | Sequence[ChatMessage]) -> list[int]:
+    def prompt_tokens(self, prompt: str | Sequence[ChatMessage]) -> tuple[list[int], int]:
+        """Tokens of the request, and how many of them are its system prompt (worth caching)."""
         if isinstance(prompt, str):
-            return self.tokenize(prompt, special=True)
-        return self.tokenize(self.apply_chat_template(prompt), special=True)
+            return self.tokenize(prompt, special=True), 0
+        tokens = self.tokenize(self.apply_chat_template(prompt), special=True)
+        prefix = 0
+        if prompt and prompt[0].role == "system" and len(prompt) > 1:
+            head = self.tokenize(self.apply_chat_template(prompt[:1], add_generation_prompt=False), special=True)
+            if tokens[: len(head)] == head:
+                prefix = len(head)
+        return tokens, prefix
 
     def generate(
         self,
@@ -245,10 +399,26 @@ class LlamaCppEngine:
         sampling: Sampling | None = None,
         stop: Sequence[str] = (),
         cancel: threading.Event | None = None,
+        adapter: str | None = None,
+    ) -> LlamaGeneration:
+        return self._start(prompt, max_tokens, sampling, stop, cancel, adapter, self._plain_tokens)
+
+    def _start(
+        self,
+        prompt: str | Sequence[ChatMessage],
+        max_tokens: int,
+        sampling: Sampling | None,
+        stop: Sequence[str],
+        cancel: threading.Event | None,
+        adapter: str | None,
+        source: TokenSource,
     ) -> LlamaGeneration:
         if self._closed:
             raise EngineError("engine is closed")
-        tokens = self.prompt_tokens(prompt)
+        if adapter is not None and adapter not in self._adapters:
+            known = ", ".join(sorted(self._adapters)) or "none are loaded"
+            raise AdapterError(f"unknown adapter '{adapter}' (loaded: {known})")
+        tokens, prefix = self.prompt_tokens(prompt)
         if not tokens:
             raise EngineError("empty prompt")
         if len(tokens) >= self.context_size:
@@ -256,13 +426,30 @@ class LlamaCppEngine:
                 f"prompt is {len(tokens)} tokens but the context holds {self.context_size}: "
                 "shorten the conversation or raise engine.context_size"
             )
-        return LlamaGeneration(self, tokens, max_tokens, sampling or Sampling(), tuple(stop), cancel)
+        request = Request(
+            tokens, prefix, max_tokens, sampling or Sampling(), tuple(s for s in stop if s), cancel, adapter
+        )
+        return LlamaGeneration(self, request, source)
+
+    def _plain_tokens(self, req: Request, rng: np.random.Generator) -> Iterator[int]:
+        """One target decode per token. The token is yielded before it is evaluated, so a
+        consumer that stops early leaves the KV cache exactly at what it accepted."""
+        pos = len(req.tokens)
+        while True:
+            token = sample_token(self.logits(), req.sampling, rng)
+            yield token
+            if pos + 1 >= self.context_size:
+                return
+            self._decode([token], pos)
+            pos += 1
 
     def close(self) -> None:
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+            for adapter in self._adapters.values():
+                ll.llama_adapter_lora_free(adapter.handle)
             ll.llama_batch_free(self._batch)
             ll.llama_free(self._ctx)
             ll.llama_model_free(self._model)
@@ -274,25 +461,32 @@ class LlamaCppEngine:
         self.close()
 
 
-class LlamaGeneration:
-    """Iterate for text as it is decoded; `stats`, `tokens` and `text` fill in as it runs."""
+@dataclass(frozen=True)
+class Request:
+    tokens: list[int]
+    cache_prefix: int
+    max_tokens: int
+    sampling: Sampling
+    stop: tuple[str, ...]
+    cancel: threading.Event | None
+    adapter: str | None
 
-    def __init__(
-        self,
-        engine: LlamaCppEngine,
-        prompt: list[int],
-        max_tokens: int,
-        sampling: Sampling,
-        stop: tuple[str, ...],
-        cancel: threading.Event | None,
-    ):
+
+TokenSource = Callable[[Request, np.random.Generator], Iterator[int]]
+
+
+class LlamaGeneration:
+    """Iterate for text as it is decoded; `stats`, `tokens` and `text` fill in as it runs.
+
+    The token source decides how tokens are produced (plain or speculative decoding);
+    this class owns everything else: prefill, stop strings, cancellation, UTF-8, stats.
+    """
+
+    def __init__(self, engine: LlamaCppEngine, request: Request, source: TokenSource):
         self._engine = engine
-        self._prompt = prompt
-        self._max_tokens = max_tokens
-        self._sampling = sampling
-        self._stop = tuple(s for s in stop if s)
-        self._cancel = cancel
-        self.stats = GenerationStats(prompt_tokens=len(prompt))
+        self.request = request
+        self._source = source
+        self.stats = GenerationStats(prompt_tokens=len(request.tokens))
         self.tokens: list[int] = []
         self._pieces: list[str] = []
         self._iter: Iterator[str] | None = None
@@ -317,57 +511,55 @@ class LlamaGeneration:
         self.stats.total_s = time.perf_counter() - t0
 
     def _run(self) -> Iterator[str]:
-        eng = self._engine
-        rng = np.random.default_rng(self._sampling.seed)
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        with eng._lock:
+        with self._engine._lock:
             t0 = time.perf_counter()
             try:
-                yield from self._steps(eng, rng, decoder, t0)
+                yield from self._steps(t0)
             finally:
                 if self.stats.finish_reason is None:  # the consumer stopped iterating early
                     self._finish("cancelled", t0)
 
-    def _steps(
-        self, eng: LlamaCppEngine, rng: np.random.Generator, decoder: codecs.IncrementalDecoder, t0: float
-    ) -> Iterator[str]:
-        held = ""  # text that might be the start of a stop string
-        if self._cancel is not None and self._cancel.is_set():
+    def _steps(self, t0: float) -> Iterator[str]:
+        eng, req = self._engine, self.request
+        if req.cancel is not None and req.cancel.is_set():
             self._finish("cancelled", t0)
             return
-        self.stats.cached_tokens = eng._prefill(self._prompt)
+        self.stats.cached_tokens = eng.prefill(req.tokens, adapter=req.adapter, cache_prefix=req.cache_prefix)
         self.stats.prefill_s = time.perf_counter() - t0
-        pos = len(self._prompt)
+        rng = np.random.default_rng(req.sampling.seed)
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        held = ""  # text that might be the start of a stop string
         t_first = 0.0
-        reason: FinishReason = "length"
-        while len(self.tokens) < self._max_tokens:
-            token = sample_token(eng._logits(), self._sampling, rng)
-            if not self.tokens:
-                t_first = time.perf_counter()
-                self.stats.first_token_s = t_first - t0
-            if eng.is_eog(token):
-                reason = "eos"
-                break
-            self.tokens.append(token)
-            self.stats.completion_tokens = len(self.tokens)
-            held += decoder.decode(eng.token_bytes(token))
-            out, held, hit = _split_stop(held, self._stop)
-            if out:
-                self._pieces.append(out)
-                yield out
-            if hit:
-                reason = "stop"
-                break
-            if self._cancel is not None and self._cancel.is_set():
-                reason = "cancelled"
-                break
-            if pos + 1 >= eng.context_size:
-                reason = "context_full"
-                break
-            if len(self.tokens) >= self._max_tokens:
-                break
-            eng._decode([token], pos)
-            pos += 1
+        reason: FinishReason = "context_full"
+        source = self._source(req, rng)
+        try:
+            for token in source:
+                if not self.tokens and not t_first:
+                    t_first = time.perf_counter()
+                    self.stats.first_token_s = t_first - t0
+                if eng.is_eog(token):
+                    reason = "eos"
+                    break
+                self.tokens.append(token)
+                self.stats.completion_tokens = len(self.tokens)
+                held += decoder.decode(eng.token_bytes(token))
+                out, held, hit = _split_stop(held, req.stop)
+                if out:
+                    self._pieces.append(out)
+                    yield out
+                if hit:
+                    reason = "stop"
+                    break
+                if req.cancel is not None and req.cancel.is_set():
+                    reason = "cancelled"
+                    break
+                if len(self.tokens) >= req.max_tokens:
+                    reason = "length"
+                    break
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
         if reason != "stop":
             held += decoder.decode(b"", final=True)
             if held:

@@ -73,6 +73,8 @@ class Generation(Protocol):
     @property
     def text(self) -> str: ...
 
+    def result(self) -> str: ...
+
 
 @runtime_checkable
 class Engine(Protocol):
@@ -95,6 +97,9 @@ class Engine(Protocol):
         sampling: Sampling | None = None,
         stop: Sequence[str] = (),
         cancel: threading.Event | None = None,
+        adapter: str | None = None,
     ) -> Generation: ...
+
+    def reset(self) -> None: ...
 
     def close(self) -> None: ...
