@@ -192,6 +192,11 @@ class EngineConfig(Section):
     context_size: int = Field(2048, ge=128, le=131072, description="KV cache size in tokens.")
     batch_size: int = Field(256, ge=1, le=8192, description="Maximum tokens per prefill batch.")
     gpu_layers: int = Field(0, ge=0, le=1000, description="Layers offloaded to a GPU (0 = CPU only).")
+    flash_attn: bool = Field(
+        False,
+        description="llama.cpp flash attention. Off by default: on CPU it decodes slower here and its batched "
+        "results differ from single-token ones, which breaks bit-identical speculative decoding.",
+    )
     prefix_slots: int = Field(
         4,
         ge=0,

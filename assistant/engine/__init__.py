@@ -31,16 +31,56 @@ def load_engine(cfg: AssistantConfig, store: ModelStore | None = None, reporter:
         threads_batch=e.threads.target_batch,
         gpu_layers=e.gpu_layers,
         prefix_slots=e.prefix_slots,
+        flash_attn=e.flash_attn,
         base_sha256=manifest.sha256,
     )
     try:
         # Every configured adapter is loaded now, so a request never waits for a load.
         for name, adapter in cfg.adapters.items():
             engine.load_adapter(name, adapter.path, adapter.scale)
+        if e.speculative.enabled and e.draft_model is not None:
+            return _with_draft(cfg, store, engine, reporter)
     except EngineError:
         engine.close()
         raise
     return engine
+
+
+def _with_draft(cfg: AssistantConfig, store: ModelStore, target: Engine, reporter: Reporter | None) -> Engine:
+    from assistant.engine.llama_cpp import LlamaCppEngine
+    from assistant.engine.speculative import SpeculativeEngine
+
+    e = cfg.engine
+    assert e.draft_model is not None and isinstance(target, LlamaCppEngine)
+    base, draft_manifest = store.get(e.base_model), store.get(e.draft_model)
+    if draft_manifest.vocab_family != base.vocab_family:
+        raise EngineError(
+            f"draft model '{draft_manifest.name}' uses the {draft_manifest.vocab_family} vocabulary but the base "
+            f"'{base.name}' uses {base.vocab_family}: choose a draft of the same family"
+        )
+    draft = LlamaCppEngine(
+        store.prepare(draft_manifest, reporter),
+        name=draft_manifest.name,
+        context_size=e.context_size,
+        batch_size=e.batch_size,
+        threads=e.threads.draft,  # the draft always runs on the CPU, on threads of its own
+        threads_batch=e.threads.draft,
+        gpu_layers=0,
+        prefix_slots=e.prefix_slots,
+        flash_attn=e.flash_attn,
+    )
+    try:
+        spec = SpeculativeEngine(
+            target,
+            draft,
+            max_draft=e.speculative.max_draft,
+            fixed_k=None if e.speculative.adaptive else e.speculative.max_draft,
+        )
+        spec.calibrate()  # now, so the first request does not pay for it
+    except EngineError:
+        draft.close()
+        raise
+    return spec
 
 
 def sampling_from_config(cfg: AssistantConfig) -> Sampling:

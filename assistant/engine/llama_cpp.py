@@ -68,6 +68,26 @@ def _amx_compiled() -> bool:
     return "AMX_INT8 = 1" in system_info()
 
 
+_FTYPES = {
+    "F32": "LLAMA_FTYPE_ALL_F32", "F16": "LLAMA_FTYPE_MOSTLY_F16", "BF16": "LLAMA_FTYPE_MOSTLY_BF16",
+    "Q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "Q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0", "Q4_1": "LLAMA_FTYPE_MOSTLY_Q4_1",
+    "Q4_K_M": "LLAMA_FTYPE_MOSTLY_Q4_K_M", "Q5_K_M": "LLAMA_FTYPE_MOSTLY_Q5_K_M", "Q6_K": "LLAMA_FTYPE_MOSTLY_Q6_K",
+}  # fmt: skip
+
+
+def quantize_model(source: Path, target: Path, ftype: str, threads: int = 0) -> None:
+    """Re-quantize a GGUF with llama.cpp's own quantizer (deterministic for a given version)."""
+    _init_backend()
+    params = ll.llama_model_quantize_default_params()
+    params.ftype = getattr(ll, _FTYPES[ftype])
+    params.allow_requantize = True
+    params.nthread = threads
+    _recent_errors.clear()
+    rc = ll.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
+    if rc != 0:
+        raise EngineError(f"quantizing {source} to {ftype} failed: {_last_errors(f'code {rc}')}")
+
+
 def _last_errors(default: str) -> str:
     return "; ".join(_recent_errors) or default
 
@@ -113,6 +133,7 @@ class LlamaCppEngine:
         gpu_layers: int = 0,
         prefix_slots: int = 4,
         base_sha256: str | None = None,
+        flash_attn: bool = False,
     ):
         _init_backend()
         path = Path(model_path)
@@ -148,6 +169,9 @@ class LlamaCppEngine:
         cparams.n_threads = threads
         cparams.n_threads_batch = threads_batch
         cparams.no_perf = True
+        # Flash attention's CPU kernel is not batch-invariant: a verify batch would give other
+        # logits than single-token decoding and speculative output would drift from greedy.
+        cparams.flash_attn_type = 1 if flash_attn else 0
         ctx = ll.llama_init_from_model(model, cparams)
         if not ctx:
             ll.llama_model_free(model)

@@ -34,3 +34,30 @@ def sample_token(logits: np.ndarray, sampling: Sampling, rng: np.random.Generato
         return int(np.argmax(logits))
     p = probabilities(logits, sampling)
     return int(rng.choice(p.shape[0], p=p))
+
+
+def speculative_accept(
+    drafts: list[int],
+    q: list[np.ndarray],
+    p: list[np.ndarray],
+    rng: np.random.Generator,
+) -> tuple[int, int]:
+    """Standard speculative rejection sampling (Leviathan et al. 2023; Chen et al. 2023).
+
+    `drafts[i]` was sampled from the draft distribution `q[i]`; `p[i]` is the target's
+    distribution at the same position and `p[len(drafts)]` the one after the last draft.
+    Accept draft i with probability min(1, p/q); on the first rejection sample from the
+    normalised residual max(0, p - q). If all are accepted, sample a bonus token from the
+    last row. The tokens returned are distributed exactly as sampling from the target.
+    Returns (number of drafts accepted, the next token).
+    """
+    for i, x in enumerate(drafts):
+        px, qx = float(p[i][x]), float(q[i][x])
+        if qx > 0 and rng.random() * qx < px:  # u < p/q without dividing
+            continue
+        residual = np.maximum(p[i] - q[i], 0.0)
+        total = residual.sum()
+        dist = residual / total if total > 0 else p[i]
+        return i, int(rng.choice(dist.shape[0], p=dist))
+    last = p[len(drafts)]
+    return len(drafts), int(rng.choice(last.shape[0], p=last))

@@ -52,7 +52,18 @@ class PartsSource(_Strict):
     parts: list[Part] = Field(min_length=1)
 
 
-Source = Annotated[FileSource | PackageSource | PartsSource, Field(discriminator="kind")]
+QUANT_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K_M", "Q5_K_M", "Q6_K")
+
+
+class QuantizedSource(_Strict):
+    """Made on this machine from another manifest's file by llama.cpp's quantizer (deterministic)."""
+
+    kind: Literal["quantized"]
+    base: str = Field(description="Manifest name of the model to re-quantize.")
+    ftype: Literal[QUANT_TYPES] = Field(description="Target weight format.")  # type: ignore[valid-type]
+
+
+Source = Annotated[FileSource | PackageSource | PartsSource | QuantizedSource, Field(discriminator="kind")]
 
 
 class ModelManifest(_Strict):

@@ -25,6 +25,7 @@ from assistant.modelstore.manifest import (
     PackageSource,
     Part,
     PartsSource,
+    QuantizedSource,
     load_manifest,
 )
 from assistant.paths import bundled_dir
@@ -157,10 +158,12 @@ class ModelStore:
             return path
         if isinstance(src, PackageSource):
             return _package_file(src.package, src.version, src.path, what=f"model '{manifest.name}'")
-        return self.cache_dir / f"{manifest.name}.gguf"
+        return self.cache_dir / f"{manifest.name}.gguf"  # assembled or re-quantized here
 
     def required_packages(self, manifest: ModelManifest) -> list[str]:
         src = manifest.source
+        if isinstance(src, QuantizedSource):
+            return self.required_packages(self.get(src.base))
         if isinstance(src, PackageSource):
             return [f"{src.package}=={src.version}"]
         if isinstance(src, PartsSource):
@@ -202,7 +205,9 @@ class ModelStore:
                 )
 
     def _stamp_path(self, manifest: ModelManifest) -> Path:
-        return self.cache_dir / "verified" / f"{manifest.name}.json"
+        # Keyed by where the file is too: several venvs may hold the same model package.
+        where = hashlib.sha256(str(self.locate(manifest).resolve()).encode()).hexdigest()[:12]
+        return self.cache_dir / "verified" / f"{manifest.name}-{where}.json"
 
     def _stamp_key(self, path: Path, manifest: ModelManifest) -> dict[str, object]:
         st = path.stat()
@@ -245,6 +250,11 @@ class ModelStore:
             path = self.locate(manifest)
             if not path.exists():
                 return None
+        elif isinstance(src, QuantizedSource):
+            self.verify(self.get(src.base), reporter)
+            path = self.locate(manifest)
+            if not path.exists():
+                return None
         else:
             path = self.locate(manifest)
         self._check_file(path, manifest.size, manifest.sha256, f"model '{manifest.name}'", reporter)
@@ -273,9 +283,9 @@ class ModelStore:
                 )
             path = self.locate(manifest)
             if not path.exists():
-                return ModelStatus(
-                    name=manifest.name, ready=False, path=None, detail="parts installed, run `assistant models prepare`"
-                )
+                made_from = "base" if isinstance(manifest.source, QuantizedSource) else "parts"
+                detail = f"{made_from} installed, run `assistant models prepare`"
+                return ModelStatus(name=manifest.name, ready=False, path=None, detail=detail)
             if self._stamp_valid(manifest, path):
                 return ModelStatus(name=manifest.name, ready=True, path=path, detail="verified")
             return ModelStatus(name=manifest.name, ready=True, path=path, detail="present, not yet verified")
@@ -305,6 +315,8 @@ class ModelStore:
             self._require_complete(manifest)
             self.install_packages(manifest)
         src = manifest.source
+        if isinstance(src, QuantizedSource):
+            return self._quantize(manifest, src, reporter, install)
         if not isinstance(src, PartsSource):
             path = self.locate(manifest)
             if not self._stamp_valid(manifest, path):
@@ -343,6 +355,30 @@ class ModelStore:
                 f"model '{manifest.name}': assembled file has sha256 {whole.hexdigest()}, expected {manifest.sha256} "
                 f"(check the order of parts in {manifest.manifest_path})"
             )
+        os.replace(tmp, target)
+        self._check_gguf_header(manifest, target)
+        self._write_stamp(manifest, target)
+        return target
+
+    def _quantize(self, manifest: ModelManifest, src: QuantizedSource, reporter: Reporter, install: bool) -> Path:
+        target = self.locate(manifest)
+        if target.exists() and self._stamp_valid(manifest, target):
+            return target
+        base = self.prepare(self.get(src.base), reporter, install=install)
+        from assistant.engine.llama_cpp import quantize_model
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".partial")
+        with reporter.task(f"quantizing {manifest.name} to {src.ftype}", 1) as advance:
+            quantize_model(base, tmp, src.ftype)
+            advance(1)
+        try:
+            self._check_file(tmp, manifest.size, manifest.sha256, f"model '{manifest.name}'", reporter)
+        except ModelError as exc:
+            tmp.unlink(missing_ok=True)
+            raise ModelCorrupt(
+                f"{exc} (made from {base} by llama.cpp's quantizer; another llama.cpp version?)"
+            ) from exc
         os.replace(tmp, target)
         self._check_gguf_header(manifest, target)
         self._write_stamp(manifest, target)

@@ -1,0 +1,253 @@
+"""Speculative decoding: a small draft model on CPU threads of its own, verified by the target.
+
+Per step the draft proposes k tokens; the target evaluates [last, d1..dk] in one batch;
+the longest valid prefix is kept and both KV caches are rolled back to it. Greedy requests
+accept a draft only if it is the target's argmax, so the output is the target's own greedy
+output; sampled requests use rejection sampling, which preserves the target's distribution.
+
+The draft never applies the request's LoRA adapter: adapters are trained for the base
+model's weights and do not fit the draft's. An adapter shifts the target away from the
+draft, which lowers acceptance (bench.engine measures it both ways); the adaptive k then
+drafts less, or stops speculating, for that adapter.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from assistant.engine.costmodel import CostModel, calibrate
+from assistant.engine.llama_cpp import LlamaCppEngine, LlamaGeneration, Request, _common_prefix
+from assistant.engine.sampling import probabilities, sample_token, speculative_accept
+from assistant.engine.types import ChatMessage, EngineError, Sampling
+
+_VOCAB_SAMPLE = 2000
+log = logging.getLogger("assistant.engine.speculative")
+
+
+def batch_invariant(engine: LlamaCppEngine, context: list[int], n: int) -> bool:
+    """Do n tokens verified in one batch get bit-identical logits to decoding them one by one?
+
+    Lossless greedy speculation depends on it. llama.cpp's kernels may pick other code paths
+    (and rounding) by batch size; scripts/install.sh builds without the one that does here.
+    """
+    base = len(context) - n
+    engine.prefill(context[:base])
+    single = []
+    for i in range(n):
+        engine._decode([context[base + i]], base + i)
+        single.append(engine.logits().copy())
+    engine.truncate(base)
+    engine._decode(context[base:], base, all_logits=True)
+    same = all(np.array_equal(single[i], engine.logits(i)) for i in range(n))
+    engine.truncate(base)
+    return same
+
+
+def check_vocabularies(target: LlamaCppEngine, draft: LlamaCppEngine) -> None:
+    """Token ids must mean the same text in both models; otherwise drafts are meaningless."""
+    if draft.n_vocab > target.n_vocab or target.n_vocab - draft.n_vocab > 256:
+        raise EngineError(
+            f"draft '{draft.model_name}' ({draft.n_vocab} tokens) and target '{target.model_name}' "
+            f"({target.n_vocab} tokens) do not share a vocabulary; pick a draft of the target's family"
+        )
+    rng = np.random.default_rng(0)
+    ids = sorted(set(range(min(256, draft.n_vocab))) | set(rng.integers(0, draft.n_vocab, _VOCAB_SAMPLE).tolist()))
+    for i in ids:
+        a, b = draft.token_text(i), target.token_text(i)
+        if a != b:
+            raise EngineError(
+                f"draft '{draft.model_name}' and target '{target.model_name}' have different vocabularies: "
+                f"token {i} is {a!r} in the draft but {b!r} in the target"
+            )
+
+
+@dataclass
+class SpecStats:
+    """Running statistics over all requests (and per adapter, for the adaptive k)."""
+
+    steps: int = 0
+    drafted: int = 0
+    accepted: int = 0
+    k_used: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def acceptance(self) -> float:
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+
+class SpeculativeEngine:
+    """A target engine with a CPU draft; callers see the same Engine protocol."""
+
+    def __init__(
+        self,
+        target: LlamaCppEngine,
+        draft: LlamaCppEngine,
+        *,
+        max_draft: int = 8,
+        fixed_k: int | None = None,
+        cost: CostModel | None = None,
+        prior_acceptance: float = 0.7,
+        smoothing: float = 0.1,
+    ):
+        check_vocabularies(target, draft)
+        self.target = target
+        self.draft = draft
+        self.max_draft = max_draft
+        self.fixed_k = fixed_k
+        self._cost = cost
+        self._prior = prior_acceptance
+        self._smoothing = smoothing
+        self._alpha: dict[str | None, float] = {}
+        self.stats = SpecStats()
+        self.batch_invariant: bool | None = None  # measured by calibrate()
+        self.by_adapter: dict[str | None, SpecStats] = {}
+
+    # --- the Engine protocol, delegated to the target -------------------------
+
+    @property
+    def model_name(self) -> str:
+        return f"{self.target.model_name} (draft {self.draft.model_name})"
+
+    def tokenize(self, text: str, *, special: bool = False) -> list[int]:
+        return self.target.tokenize(text, special=special)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self.target.detokenize(tokens)
+
+    def apply_chat_template(self, messages: Sequence[ChatMessage], *, add_generation_prompt: bool = True) -> str:
+        return self.target.apply_chat_template(messages, add_generation_prompt=add_generation_prompt)
+
+    @property
+    def adapters(self) -> list[str]:
+        return self.target.adapters
+
+    def reset(self) -> None:
+        self.target.reset()
+        self.draft.reset()
+
+    def close(self) -> None:
+        self.target.close()
+        self.draft.close()
+
+    def generate(
+        self,
+        prompt: str | Sequence[ChatMessage],
+        *,
+        max_tokens: int = 128,
+        sampling: Sampling | None = None,
+        stop: Sequence[str] = (),
+        cancel: threading.Event | None = None,
+        adapter: str | None = None,
+    ) -> LlamaGeneration:
+        return self.target._start(prompt, max_tokens, sampling, stop, cancel, adapter, self._tokens)
+
+    # --- cost model and draft length ------------------------------------------
+
+    def calibrate(self) -> CostModel:
+        """Measure this machine's draft and verify costs (about a second); done once."""
+        context = self.target.tokenize("The quick brown fox jumps over the lazy dog. " * 12, special=True)
+        with self.target._lock, self.draft._lock:
+            self._cost = calibrate(self.target, self.draft, self.max_draft, context=context)
+            self.batch_invariant = batch_invariant(self.target, context, self.max_draft + 1)
+        if not self.batch_invariant:
+            log.warning(
+                "this llama.cpp build computes batches differently from single tokens (llamafile sgemm?): "
+                "greedy speculative output can differ from plain greedy; reinstall with scripts/install.sh"
+            )
+        return self._cost
+
+    @property
+    def cost(self) -> CostModel:
+        return self._cost if self._cost is not None else self.calibrate()
+
+    def acceptance(self, adapter: str | None = None) -> float:
+        return self._alpha.get(adapter, self._prior)
+
+    def choose_k(self, adapter: str | None) -> int:
+        if self.fixed_k is not None:
+            return self.fixed_k
+        k, _ = self.cost.best_k(self.acceptance(adapter), self.max_draft)
+        return k
+
+    def _record(self, adapter: str | None, k: int, accepted: int) -> None:
+        for s in (self.stats, self.by_adapter.setdefault(adapter, SpecStats())):
+            s.steps += 1
+            s.drafted += k
+            s.accepted += accepted
+            s.k_used[k] = s.k_used.get(k, 0) + 1
+        if k == 0:
+            return
+        # Each step observes `accepted` successes and, unless all passed, one failure.
+        observed = accepted / (accepted + (0 if accepted == k else 1))
+        old = self._alpha.get(adapter, self._prior)
+        weight = self._smoothing * (accepted + (0 if accepted == k else 1))
+        self._alpha[adapter] = old + min(1.0, weight) * (observed - old)
+
+    # --- the decoding loop ------------------------------------------------------
+
+    def _draft_tokens(
+        self, context: list[int], k: int, sampling: Sampling, rng: np.random.Generator
+    ) -> tuple[list[int], list[np.ndarray]]:
+        """Bring the draft's KV to `context` (reusing what matches) and propose k tokens."""
+        d = self.draft
+        n = min(_common_prefix(d._cached, context), len(context) - 1)
+        d.truncate(n)
+        d._decode(context[n:], n)
+        drafts: list[int] = []
+        dists: list[np.ndarray] = []
+        for i in range(k):
+            logits = d.logits()
+            if sampling.greedy:
+                token = int(np.argmax(logits))
+            else:
+                q = probabilities(logits, sampling)
+                token = int(rng.choice(q.shape[0], p=q))
+                dists.append(q)
+            drafts.append(token)
+            if i < k - 1:
+                d._decode([token], len(context) + i)
+        return drafts, dists
+
+    def _tokens(self, req: Request, rng: np.random.Generator) -> Iterator[int]:
+        t = self.target
+        with self.draft._lock:
+            pos = len(req.tokens)
+            last = sample_token(t.logits(), req.sampling, rng)
+            yield last
+            # The draft catches up on the prompt only now, so speculation never delays the first token;
+            # its own prefix slots keep each skill's system prompt evaluated.
+            self.draft.prefill(req.tokens, cache_prefix=req.cache_prefix)
+            while True:
+                room = t.context_size - pos - 1
+                if room <= 0:
+                    return
+                k = min(self.choose_k(req.adapter), room - 1, t.batch_size - 1)
+                if k <= 0:
+                    t._decode([last], pos)
+                    pos += 1
+                    self._record(req.adapter, 0, 0)
+                    last = sample_token(t.logits(), req.sampling, rng)
+                    yield last
+                    continue
+                history = t._cached[:pos] + [last]
+                drafts, q = self._draft_tokens(history, k, req.sampling, rng)
+                t._decode([last, *drafts], pos, all_logits=True)
+                if req.sampling.greedy:
+                    accepted = 0
+                    while accepted < k and int(np.argmax(t.logits(accepted))) == drafts[accepted]:
+                        accepted += 1
+                    following = int(np.argmax(t.logits(accepted)))
+                else:
+                    p = [probabilities(t.logits(i), req.sampling) for i in range(k + 1)]
+                    accepted, following = speculative_accept(drafts, q, p, rng)
+                t.truncate(pos + 1 + accepted)  # keep `last` and the accepted drafts
+                self._record(req.adapter, k, accepted)
+                yield from drafts[:accepted]
+                yield following
+                pos += 1 + accepted
+                last = following
