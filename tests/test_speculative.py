@@ -194,3 +194,48 @@ def test_this_build_verifies_batches_bit_identically(pair: SpeculativeEngine) ->
     spec = SpeculativeEngine(pair.target, pair.draft, max_draft=4)
     spec.calibrate()
     assert spec.batch_invariant is True
+
+
+def test_config_with_a_draft_builds_a_speculative_engine(default_model_path: Path, tmp_path: Path) -> None:
+    """The integrator's switch: [engine.speculative] + draft_model, answers unchanged."""
+    from assistant.config import load_config
+    from assistant.engine import load_engine
+    from assistant.pipeline import Assistant
+
+    store = ModelStore()
+    base = store.get(DEFAULT_MODEL)
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "draft.toml").write_text(
+        f'name = "smollm2-as-draft"\ndescription = "the default model, used as its own draft"\n'
+        f'architecture = "llama"\nparameters = "135M"\nvocab_family = "smollm2"\nquantization = "Q4_1"\n'
+        f'license = "Apache-2.0"\nsize = {base.size}\nsha256 = "{base.sha256}"\n'
+        f'[source]\nkind = "file"\npath = "{default_model_path}"\n'
+    )
+    cfg_file = tmp_path / "assistant.toml"
+    cfg_file.write_text(
+        f'[models]\nmanifest_dirs = ["{manifests}"]\n'
+        '[engine]\ncontext_size = 512\ndraft_model = "smollm2-as-draft"\n'
+        "[engine.speculative]\nenabled = true\nmax_draft = 4\nadaptive = false\n"
+    )
+    cfg = load_config(cfg_file)
+    spec = load_engine(cfg)
+    try:
+        assert isinstance(spec, SpeculativeEngine)
+        assert spec.batch_invariant is True and spec.fixed_k == 4
+        plain_cfg = load_config(cfg_file).model_copy(
+            update={
+                "engine": cfg.engine.model_copy(
+                    update={"speculative": cfg.engine.speculative.model_copy(update={"enabled": False})}
+                )
+            }
+        )
+        plain = load_engine(plain_cfg)
+        try:
+            question = "Tell me a short fact about the moon."
+            assert Assistant(cfg, spec).ask(question).text == Assistant(cfg, plain).ask(question).text
+            assert spec.stats.drafted > 0
+        finally:
+            plain.close()
+    finally:
+        spec.close()

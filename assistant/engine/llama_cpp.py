@@ -204,6 +204,7 @@ class LlamaCppEngine:
         return list(self._adapters)
 
     def set_threads(self, threads: int, threads_batch: int) -> None:
+        """Change thread counts between requests (cheap); the voice loop lowers them while the ASR is busy."""
         ll.llama_set_n_threads(self._ctx, threads, threads_batch)
         self.threads = (threads, threads_batch)
 

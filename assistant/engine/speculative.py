@@ -73,10 +73,18 @@ class SpecStats:
     steps: int = 0
     drafted: int = 0
     accepted: int = 0
+    rejected: int = 0  # steps that ended in a rejection (drafts after it were never tested)
     k_used: dict[int, int] = field(default_factory=dict)
 
     @property
     def acceptance(self) -> float:
+        """Per-token acceptance probability: tested drafts that passed (accepted / drafted would
+        count untested drafts after a rejection as failures and understate it)."""
+        tested = self.accepted + self.rejected
+        return self.accepted / tested if tested else 0.0
+
+    @property
+    def accepted_per_drafted(self) -> float:
         return self.accepted / self.drafted if self.drafted else 0.0
 
 
@@ -179,6 +187,7 @@ class SpeculativeEngine:
             s.steps += 1
             s.drafted += k
             s.accepted += accepted
+            s.rejected += 1 if accepted < k else 0
             s.k_used[k] = s.k_used.get(k, 0) + 1
         if k == 0:
             return
