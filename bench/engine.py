@@ -2,8 +2,10 @@
 
     python -m bench.engine --json engine.json [--quick] [--no-sd]
 
-Needs the `bench` extra (PocketSphinx, the recognizer that loads the CPU for
-`loaded_decode_ratio`) and, for the `sd` block, the optional Qwen2.5 models
+Needs the `bench` extra: PocketSphinx is the recognizer that loads the CPU. For
+`loaded_decode_ratio` it runs the barge-in keyphrase spotter on real-time audio (what runs
+beside the LLM in the voice loop); the `loaded_dictation_*` and `saturated_*` keys use heavier
+full-vocabulary decoding. The `sd` block needs the optional Qwen2.5 models
 (`assistant models prepare qwen2.5-coder-0.5b-instruct-f32 --install`).
 """
 
@@ -52,10 +54,13 @@ def median(xs: list[float]) -> float:
 # --- recognizer load in another process ------------------------------------------
 
 
-def _recognizer(stop: Any, realtime: bool, ready: Any) -> None:
+def _recognizer(stop: Any, realtime: bool, keyphrase: bool, ready: Any) -> None:
     from pocketsphinx import Decoder
 
-    decoder = Decoder(loglevel="FATAL")
+    if keyphrase:  # what listens for the wake word / "stop" (barge-in) while the assistant answers
+        decoder = Decoder(loglevel="FATAL", keyphrase="hey computer", kws_threshold=1e-30)
+    else:  # full-vocabulary dictation, a heavier load than anything running beside the LLM
+        decoder = Decoder(loglevel="FATAL")
     rng = np.random.default_rng(0)
     audio = np.convolve(rng.normal(0, 3000, 16000 * 30), np.ones(4) / 4, "same").astype(np.int16)
     block = 480  # 30 ms
@@ -77,10 +82,10 @@ def _recognizer(stop: Any, realtime: bool, ready: Any) -> None:
 class RecognizerLoad:
     """A real PocketSphinx recognizer decoding audio in a separate process."""
 
-    def __init__(self, realtime: bool):
+    def __init__(self, realtime: bool, keyphrase: bool = False):
         ctx = mp.get_context("spawn")
         self.stop, ready = ctx.Event(), ctx.Event()
-        self.proc = ctx.Process(target=_recognizer, args=(self.stop, realtime, ready), daemon=True)
+        self.proc = ctx.Process(target=_recognizer, args=(self.stop, realtime, keyphrase, ready), daemon=True)
         self.proc.start()
         ready.wait(30)
         time.sleep(0.5)
@@ -105,23 +110,34 @@ def decode_tok_s(engine: LlamaCppEngine, messages: list[ChatMessage], n: int, re
     return median(runs)
 
 
-def baseline_decode_tok_s(path: Path, prompt: str, n: int, threads: int, repeats: int) -> tuple[float, int]:
+class Baseline:
     """llama-cpp-python's own high-level generation on the same GGUF and threads."""
-    from llama_cpp import Llama
 
-    llm = Llama(model_path=str(path), n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
-    runs, count = [], 0
-    for _ in range(repeats):
-        llm.reset()
-        stream = llm.create_completion(prompt, max_tokens=n, temperature=0.0, top_k=1, stream=True)
+    def __init__(self, path: Path, threads: int):
+        from llama_cpp import Llama
+
+        self.llm = Llama(model_path=str(path), n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
+
+    def decode_tok_s(self, prompt: str, n: int) -> float:
+        self.llm.reset()
+        stream = self.llm.create_completion(prompt, max_tokens=n, temperature=0.0, top_k=1, stream=True)
         t_first, count = 0.0, 0
         for _chunk in stream:
             count += 1
             if count == 1:
                 t_first = time.perf_counter()
-        runs.append((count - 1) / (time.perf_counter() - t_first))
-    del llm
-    return median(runs), count
+        return (count - 1) / (time.perf_counter() - t_first)
+
+
+def paired(a: Callable[[], float], b: Callable[[], float], repeats: int) -> tuple[float, float, float]:
+    """Run a and b alternately; (median a, median b, median of the per-pair ratios b/a).
+
+    Back-to-back pairs cancel the slow drift of a shared machine (seen: +-15% between runs)."""
+    xs, ys = [], []
+    for _ in range(repeats):
+        xs.append(a())
+        ys.append(b())
+    return median(xs), median(ys), median([y / x for x, y in zip(xs, ys, strict=True)])
 
 
 def lora_pairs(shapes: dict[str, tuple[int, int]], layers: int, rank: int, seed: int) -> dict[str, tuple[Any, Any]]:
@@ -215,7 +231,9 @@ def speculative_block(store: ModelStore, threads: int, quick: bool, workdir: Pat
     draft_prefill_s = time.perf_counter() - t0
     spec_tokens, spec_tps = run(spec)
     acceptance = spec.stats.acceptance
-    k_used = max(spec.stats.k_used, key=lambda k: spec.stats.k_used[k]) if spec.stats.k_used else 0
+    accepted_per_drafted = spec.stats.accepted_per_drafted
+    k_histogram = dict(spec.stats.k_used)  # before the adapter runs below add theirs
+    k_used = max(k_histogram, key=lambda k: k_histogram[k]) if k_histogram else 0
     # With the adapter the target moves away from the (adapter-less) draft.
     lora_plain, _ = run(target, "skill")
     lora_spec, _ = run(spec, "skill")
@@ -223,12 +241,12 @@ def speculative_block(store: ModelStore, threads: int, quick: bool, workdir: Pat
         "target": f"{SD_TARGET} ({target_path.stat().st_size / 1e9:.2f} GB)",
         "draft": f"{SD_DRAFT} ({draft_path.stat().st_size / 1e9:.2f} GB)",
         "k": k_used,
-        "k_histogram": {str(k): v for k, v in sorted(spec.stats.k_used.items())},
+        "k_histogram": {str(k): v for k, v in sorted(k_histogram.items())},
         "speedup": round(spec_tps / plain_tps, 3),
         "plain_decode_tok_s": round(plain_tps, 2),
         "speculative_decode_tok_s": round(spec_tps, 2),
         "acceptance": round(acceptance, 3),
-        "accepted_per_drafted": round(spec.stats.accepted_per_drafted, 3),
+        "accepted_per_drafted": round(accepted_per_drafted, 3),
         "acceptance_with_lora": round(spec.by_adapter["skill"].acceptance, 3) if "skill" in spec.by_adapter else None,
         "identical_to_greedy": spec_tokens == plain_tokens and lora_spec == lora_plain,
         "batch_invariant": spec.batch_invariant,
@@ -263,9 +281,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="Also write the results to this file.")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="Fewer repeats (a smoke run).")
+    parser.add_argument("--repeats", type=int, default=5, help="Paired repeats per ratio.")
     parser.add_argument("--no-sd", action="store_true", help="Skip the speculative-decoding block.")
     args = parser.parse_args()
-    repeats = 2 if args.quick else 5
+    repeats = 2 if args.quick else args.repeats
     n = 64 if args.quick else 128
     store = ModelStore()
     manifest = store.get(BASE)
@@ -281,11 +300,12 @@ def main() -> None:
         story = chat(SYSTEM, STORY)
         step("decode vs llama-cpp-python's Llama")
         prompt = engine.apply_chat_template(story)
-        results["baseline_decode_tok_s"], baseline_tokens = baseline_decode_tok_s(
-            path, prompt, n, args.threads, repeats
+        baseline = Baseline(path, args.threads)
+        base_tps, ours, ratio = paired(
+            lambda: baseline.decode_tok_s(prompt, n), lambda: decode_tok_s(engine, story, n, 1), repeats
         )
-        results["decode_tok_s"] = decode_tok_s(engine, story, n, repeats)
-        results["decode_vs_baseline"] = results["decode_tok_s"] / results["baseline_decode_tok_s"]
+        baseline.llm.close()  # free its memory before the rest of the run
+        results["baseline_decode_tok_s"], results["decode_tok_s"], results["decode_vs_baseline"] = base_tps, ours, ratio
 
         step("prefill")
         long_prompt = chat(LONG_SYSTEM, "Turn on the kitchen light.")
@@ -305,12 +325,12 @@ def main() -> None:
         for name, shapes in (("home", qv), ("translate", qv), ("wide", qkvo)):
             engine.load_adapter(name, make_adapter(work, name, "llama", BASE, sha, shapes, 30))
         results["lora_switch_us_p50"] = lora_switch_us(engine, ["home", "translate", None])  # type: ignore[list-item]
-        off = decode_tok_s(engine, story, n, repeats)
-        on = decode_tok_s(engine, story, n, repeats, adapter="home")
-        wide = decode_tok_s(engine, story, n, repeats, adapter="wide")
+        plain_run = lambda: decode_tok_s(engine, story, n, 1)  # noqa: E731
+        off, on, ratio = paired(plain_run, lambda: decode_tok_s(engine, story, n, 1, adapter="home"), repeats)
+        _, _, wide_ratio = paired(plain_run, lambda: decode_tok_s(engine, story, n, 1, adapter="wide"), repeats)
         results["lora_decode_tok_s"] = on
-        results["lora_active_decode_ratio"] = on / off
-        results["lora_active_decode_ratio_qkvo"] = wide / off
+        results["lora_active_decode_ratio"] = ratio
+        results["lora_active_decode_ratio_qkvo"] = wide_ratio
 
         step("prefix cache")
         skill = chat(LONG_SYSTEM, "")
@@ -320,19 +340,30 @@ def main() -> None:
         results["prefix_cache_speedup"] = cold / warm
 
         step("decode next to a real recognizer")
-        idle = decode_tok_s(engine, story, n, repeats)
-        with RecognizerLoad(realtime=True):
-            live = decode_tok_s(engine, story, n, repeats)
-        with RecognizerLoad(realtime=False):
-            busy = decode_tok_s(engine, story, n, repeats)
-            engine.set_threads(max(1, args.threads - 1), max(1, args.threads - 1))
-            busy_fewer = decode_tok_s(engine, story, n, repeats)
-            engine.set_threads(args.threads, args.threads)
+
+        def loaded(realtime: bool, threads: int, keyphrase: bool = False) -> Callable[[], float]:
+            def run() -> float:
+                with RecognizerLoad(realtime=realtime, keyphrase=keyphrase):
+                    engine.set_threads(threads, threads)
+                    try:
+                        return decode_tok_s(engine, story, n, 1)
+                    finally:
+                        engine.set_threads(args.threads, args.threads)
+
+            return run
+
+        # Beside the LLM the voice loop runs the barge-in keyphrase spotter on the live microphone.
+        idle, live, live_ratio = paired(plain_run, loaded(True, args.threads, keyphrase=True), repeats)
+        _, _, dictation_ratio = paired(plain_run, loaded(True, args.threads), repeats)
+        _, _, busy_ratio = paired(plain_run, loaded(False, args.threads), repeats)
+        fewer = max(1, args.threads - 1)
+        _, _, busy_fewer_ratio = paired(plain_run, loaded(False, fewer), repeats)
         results["idle_decode_tok_s"] = idle
         results["loaded_decode_tok_s"] = live
-        results["loaded_decode_ratio"] = live / idle
-        results["saturated_decode_ratio"] = busy / idle
-        results["saturated_fewer_threads_decode_ratio"] = busy_fewer / idle
+        results["loaded_decode_ratio"] = live_ratio
+        results["loaded_dictation_decode_ratio"] = dictation_ratio
+        results["saturated_decode_ratio"] = busy_ratio
+        results["saturated_fewer_threads_decode_ratio"] = busy_fewer_ratio
         engine.close()
 
         if not args.no_sd:

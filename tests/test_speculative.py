@@ -239,3 +239,17 @@ def test_config_with_a_draft_builds_a_speculative_engine(default_model_path: Pat
             plain.close()
     finally:
         spec.close()
+
+
+def test_cancel_stops_speculative_generation_inside_a_burst(pair: SpeculativeEngine) -> None:
+    import threading
+
+    cancel = threading.Event()
+    gen = pair.generate(chat(PROMPTS[0]), max_tokens=200, cancel=cancel)
+    for i, _ in enumerate(gen):
+        if i == 2:
+            cancel.set()
+    assert gen.stats.finish_reason == "cancelled"
+    assert len(gen.tokens) <= 4  # a burst of k+1 tokens is not run to its end
+    # The target cache is left consistent: the next request is deterministic.
+    assert speculative(pair, chat(PROMPTS[1])) == plain(pair, chat(PROMPTS[1]))
