@@ -12,7 +12,6 @@ full-vocabulary decoding. The `sd` block needs the optional Qwen2.5 models
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import statistics
@@ -29,6 +28,7 @@ from assistant.engine.llama_cpp import LlamaCppEngine
 from assistant.engine.lora import AdapterManifest, write_gguf_lora
 from assistant.engine.speculative import SpeculativeEngine
 from assistant.modelstore import ModelStore
+from bench.report import emit
 
 BASE = "smollm2-135m-instruct-q4_1"
 SD_TARGET = "qwen2.5-coder-0.5b-instruct-f32"
@@ -379,11 +379,7 @@ def main() -> None:
     if "sd" in results and "speedup" in results["sd"]:
         results["targets"]["sd.speedup>=2.0"] = results["sd"]["speedup"] >= 2.0
         results["targets"]["sd.identical_to_greedy"] = bool(results["sd"]["identical_to_greedy"])
-    rounded = {k: round(v, 3) if isinstance(v, float) else v for k, v in results.items()}
-    text = json.dumps(rounded, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(results, args.json)
 
 
 if __name__ == "__main__":

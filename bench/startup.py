@@ -10,7 +10,6 @@ Ratios compare against a baseline measured in the same run:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from assistant.config import load_config
 from assistant.modelstore import ModelStore
 from assistant.pipeline import Assistant, Session
+from bench.report import emit
 
 
 def _ms(t0: float) -> float:
@@ -80,10 +80,7 @@ def main() -> None:
         "model": cfg.engine.base_model,
         "threads": cfg.engine.threads.target,
     }
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(results, args.json)
 
 
 if __name__ == "__main__":
