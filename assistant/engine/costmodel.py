@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    from assistant.engine.llama_cpp import LlamaCppEngine
 
 
 class CostModel(BaseModel):
@@ -64,40 +68,42 @@ class CostModel(BaseModel):
         return {k: round(self.speedup(alpha, k), 3) for k in range(0, self.max_draft + 1)}
 
 
-def _median_s(fn: object, repeats: int) -> float:
+def _median_s(fn: Callable[[], object], repeats: int) -> float:
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        fn()  # type: ignore[operator]
+        fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
 
-def calibrate(target: object, draft: object, max_draft: int, *, context: Sequence[int], repeats: int = 5) -> CostModel:
+def calibrate(
+    target: LlamaCppEngine, draft: LlamaCppEngine, max_draft: int, *, context: Sequence[int], repeats: int = 5
+) -> CostModel:
     """Measure draft per-token cost and target verify cost for 1..max_draft+1 tokens.
 
     Runs on the engines' working sequences after `context` and rolls them back, so the
-    caches stay usable. Engines are LlamaCppEngine instances (duck-typed to avoid a cycle).
+    caches stay usable.
     """
     base = len(context)
     probe = list(context[-1:]) * (max_draft + 1)
 
     def draft_step() -> None:
-        draft._decode(probe[:1], base)  # type: ignore[attr-defined]
-        int(draft.logits().argmax())  # type: ignore[attr-defined]
-        draft.truncate(base)  # type: ignore[attr-defined]
+        draft._decode(probe[:1], base)
+        int(draft.logits().argmax())
+        draft.truncate(base)
 
     def verify(n: int) -> float:
         def run() -> None:
-            target._decode(probe[:n], base, all_logits=True)  # type: ignore[attr-defined]
+            target._decode(probe[:n], base, all_logits=True)
             for i in range(n):
-                int(target.logits(i).argmax())  # type: ignore[attr-defined]
-            target.truncate(base)  # type: ignore[attr-defined]
+                int(target.logits(i).argmax())
+            target.truncate(base)
 
         return _median_s(run, repeats)
 
-    target.prefill(list(context))  # type: ignore[attr-defined]
-    draft.prefill(list(context))  # type: ignore[attr-defined]
+    target.prefill(list(context))
+    draft.prefill(list(context))
     _median_s(draft_step, 2)  # warm up both
     verify(1)
     measured = [verify(n) for n in range(1, max_draft + 2)]

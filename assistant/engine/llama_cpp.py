@@ -13,7 +13,7 @@ import ctypes
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,7 +140,6 @@ class LlamaCppEngine:
         if not path.is_file():
             raise EngineError(f"model file {path} does not exist")
         self._name = name or path.stem
-        self.model_path = path
         self.base_sha256 = base_sha256
         self._lock = threading.RLock()
         self._closed = False
@@ -191,7 +190,6 @@ class LlamaCppEngine:
         self._adapters: dict[str, _Adapter] = {}
         self._active_adapter: str | None = None
         self.adapter_switches = 0
-        self.model_loads = 1
 
     # --- properties ----------------------------------------------------------
 
@@ -302,10 +300,13 @@ class LlamaCppEngine:
         self._active_adapter = name
         self.adapter_switches += 1
 
-    def use_adapter(self, name: str | None) -> None:
+    def _require_adapter(self, name: str | None) -> None:
         if name is not None and name not in self._adapters:
             known = ", ".join(sorted(self._adapters)) or "none are loaded"
             raise AdapterError(f"unknown adapter '{name}' (loaded: {known})")
+
+    def use_adapter(self, name: str | None) -> None:
+        self._require_adapter(name)
         with self._lock:
             self._apply_adapter(name)
 
@@ -440,9 +441,7 @@ class LlamaCppEngine:
     ) -> LlamaGeneration:
         if self._closed:
             raise EngineError("engine is closed")
-        if adapter is not None and adapter not in self._adapters:
-            known = ", ".join(sorted(self._adapters)) or "none are loaded"
-            raise AdapterError(f"unknown adapter '{adapter}' (loaded: {known})")
+        self._require_adapter(adapter)
         tokens, prefix = self.prompt_tokens(prompt)
         if not tokens:
             raise EngineError("empty prompt")
@@ -456,7 +455,7 @@ class LlamaCppEngine:
         )
         return LlamaGeneration(self, request, source)
 
-    def _plain_tokens(self, req: Request, rng: np.random.Generator) -> Iterator[int]:
+    def _plain_tokens(self, req: Request, rng: np.random.Generator) -> Generator[int, None, None]:
         """One target decode per token. The token is yielded before it is evaluated, so a
         consumer that stops early leaves the KV cache exactly at what it accepted."""
         pos = len(req.tokens)
@@ -497,7 +496,7 @@ class Request:
     adapter: str | None
 
 
-TokenSource = Callable[[Request, np.random.Generator], Iterator[int]]
+TokenSource = Callable[[Request, np.random.Generator], Generator[int, None, None]]
 
 
 class LlamaGeneration:
@@ -559,7 +558,7 @@ class LlamaGeneration:
         source = self._source(req, rng)
         try:
             for token in source:
-                if not self.tokens and not t_first:
+                if not t_first:
                     t_first = time.perf_counter()
                     self.stats.first_token_s = t_first - t0
                 if eng.is_eog(token):
@@ -582,9 +581,7 @@ class LlamaGeneration:
                     reason = "length"
                     break
         finally:
-            close = getattr(source, "close", None)
-            if close is not None:
-                close()
+            source.close()  # stop a speculative burst where the consumer stopped
         if reason != "stop":
             held += decoder.decode(b"", final=True)
             if held:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -222,15 +222,13 @@ class SpeculativeEngine:
                 d._decode([token], len(context) + i)
         return drafts, dists
 
-    def _tokens(self, req: Request, rng: np.random.Generator) -> Iterator[int]:
+    def _tokens(self, req: Request, rng: np.random.Generator) -> Generator[int, None, None]:
         t = self.target
         with self.draft._lock:
             pos = len(req.tokens)
             last = sample_token(t.logits(), req.sampling, rng)
             yield last
-            # The draft catches up on the prompt only now, so speculation never delays the first token;
-            # its own prefix slots keep each skill's system prompt evaluated.
-            self.draft.prefill(req.tokens, cache_prefix=req.cache_prefix)
+            draft_ready = False
             while True:
                 room = t.context_size - pos - 1
                 if room <= 0:
@@ -243,6 +241,12 @@ class SpeculativeEngine:
                     last = sample_token(t.logits(), req.sampling, rng)
                     yield last
                     continue
+                if not draft_ready:
+                    # The draft catches up on the prompt only at its first speculative step: never
+                    # before the first token, and never when the cost model keeps k at 0. Its own
+                    # prefix slots keep each skill's system prompt evaluated.
+                    self.draft.prefill(req.tokens, cache_prefix=req.cache_prefix)
+                    draft_ready = True
                 history = t._cached[:pos] + [last]
                 drafts, q = self._draft_tokens(history, k, req.sampling, rng)
                 t._decode([last, *drafts], pos, all_logits=True)

@@ -204,9 +204,9 @@ class ModelStore:
                     "version; reinstall its package or re-run `assistant models prepare`"
                 )
 
-    def _stamp_path(self, manifest: ModelManifest) -> Path:
+    def _stamp_path(self, manifest: ModelManifest, path: Path) -> Path:
         # Keyed by where the file is too: several venvs may hold the same model package.
-        where = hashlib.sha256(str(self.locate(manifest).resolve()).encode()).hexdigest()[:12]
+        where = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
         return self.cache_dir / "verified" / f"{manifest.name}-{where}.json"
 
     def _stamp_key(self, path: Path, manifest: ModelManifest) -> dict[str, object]:
@@ -214,7 +214,7 @@ class ModelStore:
         return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": manifest.sha256}
 
     def _write_stamp(self, manifest: ModelManifest, path: Path) -> None:
-        stamp = self._stamp_path(manifest)
+        stamp = self._stamp_path(manifest, path)
         try:
             stamp.parent.mkdir(parents=True, exist_ok=True)
             stamp.write_text(json.dumps(self._stamp_key(path, manifest)))
@@ -223,7 +223,7 @@ class ModelStore:
 
     def _stamp_valid(self, manifest: ModelManifest, path: Path) -> bool:
         try:
-            return bool(json.loads(self._stamp_path(manifest).read_text()) == self._stamp_key(path, manifest))
+            return bool(json.loads(self._stamp_path(manifest, path).read_text()) == self._stamp_key(path, manifest))
         except (OSError, ValueError):
             return False
 
@@ -383,7 +383,3 @@ class ModelStore:
         self._check_gguf_header(manifest, target)
         self._write_stamp(manifest, target)
         return target
-
-    def ready_path(self, name: str, reporter: Reporter | None = None) -> Path:
-        """What the engine calls at load: a verified file, hashing only if not verified before."""
-        return self.prepare(self.get(name), reporter)
