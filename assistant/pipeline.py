@@ -1,42 +1,73 @@
 """The turn pipeline shared by `assistant ask`, `assistant chat` and the voice loop.
 
-text -> route -> handler (today: the LLM chat fallback) -> spoken-style reply, with a
-timing for each stage. The router and skills plug in at `_route` without callers changing.
+text -> route (follow-up answer, templates, LLM classifier, chat fallback) -> the skill's
+handler, isolated -> spoken-style reply, with a timing for each stage.
 """
 
 from __future__ import annotations
 
-import re
+import datetime as dt
+import logging
 import threading
 import time
-import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel, Field
 
 from assistant.config.schema import AssistantConfig
 from assistant.engine import ChatMessage, Engine, GenerationStats, load_engine, sampling_from_config
 from assistant.modelstore import ModelStore, Reporter
+from assistant.router import Route, Router, normalize
+from assistant.router.classifier import LlmClassifier
+from assistant.skills.api import FollowUp, Handler, Reply, Skill
+from assistant.skills.llm import FALLBACK_REPLY, SpokenStream
+from assistant.skills.runtime import SkillRuntime
 
-# Markdown the small model sometimes emits; none of it can be spoken.
-_UNSPEAKABLE = re.compile(r"[*#`_~|>]+")
-# The same 1-8 characters six or more times in a row at the end of the output.
-_REPEAT = re.compile(r"(.{1,8}?)\1{5,}$", re.DOTALL)
-_LIST_MARKER = re.compile(r"(\d{1,2}[.)]|[-*+•])")
-FALLBACK_REPLY = "Sorry, I don't have a good answer to that."
+log = logging.getLogger("assistant.pipeline")
+NO_SKILL_REPLY = "Sorry, I can't help with that."
+_CANCEL_WORDS = {"cancel", "never mind", "nevermind", "forget it", "nothing", "stop", "no thanks"}
+
+__all__ = ["FALLBACK_REPLY", "Assistant", "Session", "SpokenStream", "TurnResult"]
 
 
-class RouteDecision(BaseModel):
-    handler: str = Field(description="Who answers: a skill intent, or 'chat' for the LLM fallback.")
-    reason: str
-    score: float = 1.0
+@dataclass
+class Pending:
+    """A question a skill asked; the next utterance answers it without a wake word."""
+
+    intent: str
+    slots: dict[str, Any]
+    follow: FollowUp
+    asked_at: float = field(default_factory=time.monotonic)
+
+
+class Session:
+    """Multi-turn context of one conversation: history for the LLM, and an open question if any."""
+
+    def __init__(self, max_turns: int = 6):
+        self.max_turns = max_turns
+        self.history: list[ChatMessage] = []
+        self.pending: Pending | None = None
+
+    def add(self, user: str, assistant: str) -> None:
+        self.history += [ChatMessage(role="user", content=user), ChatMessage(role="assistant", content=assistant)]
+        del self.history[: max(0, len(self.history) - 2 * self.max_turns)]
+
+    @property
+    def expecting_answer(self) -> bool:
+        """True after a skill asked something: the voice loop listens without the wake word."""
+        return self.pending is not None
 
 
 class TurnResult(BaseModel):
     text: str
-    route: RouteDecision
+    route: Route
     timings_ms: dict[str, float]
     stats: GenerationStats | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    follow_up: bool = Field(False, description="The assistant asked a question and expects an answer.")
+    error: str | None = Field(None, description="timeout, error, permission or suspended when a skill failed.")
 
     def timing_line(self) -> str:
         parts = [f"{k} {v:.0f} ms" for k, v in self.timings_ms.items()]
@@ -49,121 +80,81 @@ class TurnResult(BaseModel):
         return " | ".join(parts)
 
 
-def _speakable(ch: str) -> bool:
-    # Emoji, dingbats and modifier symbols cannot be spoken; currency and math signs can.
-    cat = unicodedata.category(ch)
-    return not (cat in ("So", "Sk", "Cf", "Co", "Cn", "Cs") or ch in "\ufe0f\u200d")
-
-
-class SpokenStream:
-    """Streaming cleanup for speech: no markdown, list markers or emoji; one line; a sentence limit; no loops.
-
-    Works on whole words, so at most one partial word is held back until the next piece.
-    """
-
-    def __init__(self, max_sentences: int):
-        self.max_sentences = max_sentences
-        self.text = ""
-        self.degenerate = False
-        self._raw = ""
-        self._pending = ""
-        self._line_start = True
-        self._sentences = 0
-
-    def feed(self, piece: str) -> str:
-        self._raw = (self._raw + piece)[-96:]
-        if _REPEAT.search(self._raw):
-            self.degenerate = True  # the small model is stuck repeating itself
-        self._pending += piece
-        cut = max(self._pending.rfind(c) for c in " \n\t")
-        if cut < 0:
-            return ""
-        ready, self._pending = self._pending[: cut + 1], self._pending[cut + 1 :]
-        return self._emit(ready)
-
-    def finish(self) -> str:
-        rest, self._pending = self._pending, ""
-        return self._emit(rest)
-
-    @property
-    def full(self) -> bool:
-        return self.max_sentences > 0 and self._sentences >= self.max_sentences
-
-    def _emit(self, chunk: str) -> str:
-        out = ""
-        for token in re.split(r"(\s+)", chunk):
-            if not token:
-                continue
-            if self.full:
-                break  # anything after the last allowed sentence is never spoken
-            if token.isspace():
-                if "\n" in token:
-                    self._line_start = True
-                if self.text or out:
-                    out += " "
-                continue
-            if self._line_start and _LIST_MARKER.fullmatch(token):
-                continue
-            self._line_start = False
-            word = "".join(ch for ch in _UNSPEAKABLE.sub("", token) if _speakable(ch))
-            out += word
-            if word.rstrip("\"')”’").endswith((".", "!", "?")):
-                self._sentences += 1
-        out = re.sub(r" {2,}", " ", out)
-        if self.text.endswith(" ") or not self.text:
-            out = out.lstrip(" ")
-        if self.full:
-            out = out.rstrip(" ")
-        self.text += out
-        return out
-
-    @property
-    def done(self) -> bool:
-        return self.degenerate or self.full
-
-
-class Session:
-    """Multi-turn context of one conversation."""
-
-    def __init__(self, max_turns: int = 6):
-        self.max_turns = max_turns
-        self.history: list[ChatMessage] = []
-
-    def add(self, user: str, assistant: str) -> None:
-        self.history += [ChatMessage(role="user", content=user), ChatMessage(role="assistant", content=assistant)]
-        del self.history[: max(0, len(self.history) - 2 * self.max_turns)]
-
-
 class Assistant:
-    """One loaded assistant: config, the shared engine, and the turn pipeline."""
+    """One loaded assistant: config, the shared engine, the skills and the router."""
 
-    def __init__(self, cfg: AssistantConfig, engine: Engine, *, max_sentences: int = 2):
+    def __init__(
+        self,
+        cfg: AssistantConfig,
+        engine: Engine | None,
+        skills: Iterable[Skill] | None = None,
+        *,
+        runtime: SkillRuntime | None = None,
+    ):
         self.cfg = cfg
         self.engine = engine
-        self.max_sentences = max_sentences
-        self._sampling = sampling_from_config(cfg)
+        self.runtime = runtime or SkillRuntime(cfg, engine, skills, sampling=sampling_from_config(cfg))
+        intents = self.runtime.intents()
+        classifier = LlmClassifier(engine, intents) if engine is not None and cfg.skills.classifier else None
+        self.router = Router(intents, classifier)
+        for problem in self.router.problems:
+            log.warning("%s", problem)
 
     @classmethod
     def load(cls, cfg: AssistantConfig, store: ModelStore | None = None, reporter: Reporter | None = None) -> Assistant:
         return cls(cfg, load_engine(cfg, store, reporter))
 
-    def _route(self, text: str) -> RouteDecision:
-        return RouteDecision(
-            handler="chat", reason="no skills installed: every utterance goes to the LLM chat fallback"
-        )
+    @property
+    def problems(self) -> list[str]:
+        return [str(p) for p in self.runtime.problems] + self.router.problems
 
-    def _messages(self, text: str, session: Session) -> list[ChatMessage]:
-        system = ChatMessage(role="system", content=self.cfg.engine.system_prompt)
-        user = ChatMessage(role="user", content=text)
-        history = list(session.history)
-        budget = self.cfg.engine.context_size - self.cfg.engine.max_tokens
-        # Drop the oldest exchanges until the prompt leaves room for the reply.
-        while True:
-            messages = [system, *history, user]
-            n = len(self.engine.tokenize(self.engine.apply_chat_template(messages), special=True))
-            if n <= budget or not history:
-                return messages
-            history = history[2:]
+    def on_announcement(self, listener: Callable[[str, str], None]) -> None:
+        """`listener(skill, text)` is called when a scheduled announcement (a timer) fires."""
+        self.runtime.listeners.append(listener)
+
+    def route(self, text: str, session: Session | None = None, *, now: dt.datetime | None = None) -> Route:
+        """The routing decision alone (what `assistant route` prints); no handler runs."""
+        route, _ = self._route(text, session or Session(), now or dt.datetime.now())
+        return route
+
+    def _route(self, text: str, session: Session, now: dt.datetime) -> tuple[Route, Handler | None]:
+        pending, session.pending = session.pending, None
+        if pending is not None:
+            t0 = time.perf_counter()
+            answer = self._answer(pending, text, now)
+            if answer is not None:
+                answer.elapsed_us = (time.perf_counter() - t0) * 1e6
+                return answer, pending.follow.handler
+        return self.router.route(text, now=now, classify=self.cfg.skills.classifier), None
+
+    def _answer(self, pending: Pending, text: str, now: dt.datetime) -> Route | None:
+        """The route for an answer to an open question, or None if the user changed the subject."""
+        question = pending.follow.question
+        if normalize(text) in _CANCEL_WORDS:
+            return Route(stage="follow_up", intent=None, reason=f"'{text}' cancels the question '{question}'")
+        slot = pending.follow.slot
+        if slot is not None:
+            value = self.router.fill(pending.intent, slot, text, now)
+            if value is None:
+                return None
+            slots = {**pending.slots, slot: value}
+            missing = [n for n, s in self.router.intents[pending.intent].slots.items() if s.required and n not in slots]
+            return Route(
+                stage="follow_up", intent=pending.intent, slots=slots, missing=missing, score=1.0,
+                reason=f"answer to '{question}' filled slot '{slot}'",
+            )  # fmt: skip
+        slots = dict(pending.slots)
+        if pending.follow.parse is not None:
+            from assistant.router import parse_answer
+
+            value = parse_answer(pending.follow.parse, text, now)
+            if value is None:
+                return None
+            slots["answer"] = value
+        return Route(
+            stage="follow_up", intent=pending.intent, slots=slots, score=1.0,
+            reason=f"answer to '{question}' goes to the skill that asked",
+        )  # fmt: skip
 
     def ask(
         self,
@@ -172,49 +163,66 @@ class Assistant:
         *,
         on_text: Callable[[str], None] | None = None,
         cancel: threading.Event | None = None,
-        max_tokens: int | None = None,
+        now: dt.datetime | None = None,
     ) -> TurnResult:
         session = session if session is not None else Session()
         t0 = time.perf_counter()
-        route = self._route(text)
+        route, handler = self._route(text, session, now or dt.datetime.now())
         t_route = time.perf_counter()
-        messages = self._messages(text, session)
-        t_prompt = time.perf_counter()
-        stop_event = threading.Event()
-        spoken = SpokenStream(self.max_sentences)
-        gen = self.engine.generate(
-            messages,
-            max_tokens=max_tokens or self.cfg.engine.max_tokens,
-            sampling=self._sampling,
-            cancel=stop_event,
-        )
-        t_first: float | None = None
-        for piece in gen:
-            out = spoken.feed(piece)
-            if out and t_first is None:
-                t_first = time.perf_counter()
-            if out and on_text is not None:
-                on_text(out)
-            if spoken.done or (cancel is not None and cancel.is_set()):
-                stop_event.set()
-        tail = spoken.finish()
-        if tail and on_text is not None:
-            on_text(tail)
+        reply, streamed, error, stats = self._handle(route, handler, text, session, on_text, cancel, now)
+        if not streamed and on_text is not None:
+            on_text(reply.text)
         t_end = time.perf_counter()
-        reply = spoken.text.strip()
-        if not any(ch.isalnum() for ch in reply):
-            reply = FALLBACK_REPLY
-            if on_text is not None:
-                on_text(reply)
-        session.add(text, reply)
-        timings = {
-            "route": (t_route - t0) * 1000,
-            "first_token": (t_prompt - t_route + gen.stats.first_token_s) * 1000,
-            "first_text": ((t_first or t_end) - t_route) * 1000,
-            "generate": (t_end - t_route) * 1000,
-            "total": (t_end - t0) * 1000,
-        }
-        return TurnResult(text=reply, route=route, timings_ms=timings, stats=gen.stats)
+        spoken = streamed or reply.text
+        if reply.expect is not None and route.intent is not None:
+            session.pending = Pending(route.intent, dict(route.slots), reply.expect)
+        session.add(text, spoken)
+        timings = {"route": (t_route - t0) * 1000}
+        if stats is not None:
+            timings["first_token"] = (t_route - t0 + stats.first_token_s) * 1000
+        timings["handle"] = (t_end - t_route) * 1000
+        timings["total"] = (t_end - t0) * 1000
+        return TurnResult(
+            text=spoken, route=route, timings_ms=timings, stats=stats, data=reply.data,
+            follow_up=session.pending is not None, error=error,
+        )  # fmt: skip
+
+    def _handle(
+        self,
+        route: Route,
+        handler: Handler | None,
+        text: str,
+        session: Session,
+        on_text: Callable[[str], None] | None,
+        cancel: threading.Event | None,
+        now: dt.datetime | None,
+    ) -> tuple[Reply, str, str | None, GenerationStats | None]:
+        if route.intent is None:
+            return Reply(text="Okay." if route.stage == "follow_up" else NO_SKILL_REPLY), "", None, None
+        skill, intent = route.intent.split(".", 1)
+        if route.missing:
+            slot = self.router.intents[route.intent].slots[route.missing[0]]
+            question = slot.prompt or f"What {route.missing[0]}?"
+            return Reply(text=question, expect=FollowUp(question=question, slot=route.missing[0])), "", None, None
+        reply, output, error = self.runtime.run(
+            skill,
+            intent,
+            handler or self.router.intents[route.intent].handler,
+            utterance=text,
+            slots=dict(route.slots),
+            history=session.history,
+            on_text=on_text,
+            cancel=cancel,
+            now=now,
+        )
+        streamed = output.text
+        if streamed and reply.text and reply.text.strip() not in streamed:
+            extra = " " + reply.text.strip()
+            output.emit(extra)  # a handler that streamed and then returned more text
+            streamed = output.text
+        return reply, streamed, error, (output.stats[-1] if output.stats else None)
 
     def close(self) -> None:
-        self.engine.close()
+        self.runtime.close()
+        if self.engine is not None:
+            self.engine.close()

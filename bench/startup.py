@@ -56,7 +56,8 @@ def main() -> None:
     question = "What is the capital of France?"
     cold, warm, first_token = [], [], []
     for _ in range(args.repeats):
-        assistant.engine.reset()  # type: ignore[attr-defined]
+        assert assistant.engine is not None
+        assistant.engine.reset()
         t0 = time.perf_counter()
         result = assistant.ask(question, Session())
         cold.append(_ms(t0))

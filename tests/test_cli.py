@@ -32,7 +32,7 @@ def test_ask_json_is_machine_readable() -> None:
     result = run("ask", "What is the capital of France?", "--json")
     assert result.returncode == 0, result.stderr
     turn = json.loads(result.stdout)
-    assert "Paris" in turn["text"] and turn["route"]["handler"] == "chat"
+    assert "Paris" in turn["text"] and turn["route"]["intent"] == "chat.answer"
     assert turn["stats"]["completion_tokens"] > 0
 
 
@@ -104,3 +104,10 @@ def test_wheel_bundles_the_manifests_and_the_default_config(tmp_path: Path) -> N
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "assistant/config/default.toml" in names
     assert "assistant/_bundled/models/smollm2-135m-instruct-q4_1.toml" in names
+
+
+def test_route_explains_the_decision() -> None:
+    result = run("route", "set a timer for ten minutes", "--no-llm")
+    assert result.returncode == 0, result.stderr
+    assert "intent:  timer.set" in result.stdout and '"duration": 600' in result.stdout
+    assert "template: (set|start|create|make) [me] [a|an|the|one] timer [for {duration}]" in result.stdout

@@ -36,6 +36,7 @@ def test_embedded_default_is_complete_and_matches_the_models() -> None:
     assert default_toml_text() == render_default_toml()
     assert set(tomllib.loads(default_toml_text())) == {
         "adapters",
+        "home",
         "audio",
         "vad",
         "wake_word",

@@ -7,6 +7,7 @@ import pytest
 from assistant.config import AssistantConfig
 from assistant.engine.llama_cpp import LlamaCppEngine
 from assistant.pipeline import FALLBACK_REPLY, Assistant, Session, SpokenStream
+from assistant.skills.llm import SkillLLM
 
 
 def feed_all(stream: SpokenStream, pieces: list[str]) -> str:
@@ -50,17 +51,28 @@ def assistant(engine: LlamaCppEngine) -> Assistant:
     return Assistant(AssistantConfig(), engine)
 
 
+def _llm(assistant: Assistant, session: Session) -> SkillLLM:
+    loaded = assistant.runtime.skills["chat"]
+    return assistant.runtime.llm_for(loaded, session.history, lambda s: None, threading.Event())
+
+
 def test_ask_routes_to_chat_and_answers_in_spoken_style(assistant: Assistant) -> None:
     result = assistant.ask("What is the capital of France?")
     assert "Paris" in result.text
-    assert result.route.handler == "chat" and result.route.reason
-    assert set(result.timings_ms) == {"route", "first_token", "first_text", "generate", "total"}
+    assert result.route.intent == "chat.answer" and result.route.reason
+    assert set(result.timings_ms) == {"route", "first_token", "handle", "total"}
     assert 0 < result.timings_ms["first_token"] <= result.timings_ms["total"]
     assert not any(ch in result.text for ch in "*#`\n")
 
 
-def test_reply_is_cut_at_the_sentence_limit(assistant: Assistant) -> None:
-    long = assistant.ask("Tell me everything you know about the history of Rome.", max_tokens=200)
+def test_local_skills_answer_without_the_llm(assistant: Assistant) -> None:
+    result = assistant.ask("what is twelve times twelve")
+    assert result.text == "That's 144." and result.stats is None and result.route.stage == "template"
+
+
+def test_reply_is_cut_at_the_sentence_limit(engine: LlamaCppEngine) -> None:
+    cfg = AssistantConfig.model_validate({"engine": {"max_tokens": 200}})
+    long = Assistant(cfg, engine).ask("Tell me everything you know about the history of Rome.")
     assert long.stats is not None and long.stats.completion_tokens < 200
     assert long.text.count(". ") <= 1
 
@@ -68,7 +80,7 @@ def test_reply_is_cut_at_the_sentence_limit(assistant: Assistant) -> None:
 def test_multi_turn_context_reaches_the_model(assistant: Assistant) -> None:
     session = Session()
     first = assistant.ask("My favourite colour is green.", session)
-    messages = assistant._messages("What did I just tell you?", session)
+    messages = _llm(assistant, session).messages("What did I just tell you?")
     assert [m.role for m in messages] == ["system", "user", "assistant", "user"]
     assert messages[1].content == "My favourite colour is green." and messages[2].content == first.text
 
@@ -79,13 +91,14 @@ def test_old_turns_are_dropped_to_fit_the_context(engine: LlamaCppEngine) -> Non
     session = Session(max_turns=50)
     for i in range(20):
         session.add(f"Here is a fairly long statement number {i} about nothing in particular.", "Okay, noted.")
-    messages = small._messages("And now?", session)
+    messages = _llm(small, session).messages("And now?")
     n = len(engine.tokenize(engine.apply_chat_template(messages), special=True))
     assert n <= 256 - 64
     assert messages[-1].content == "And now?" and len(messages) < 2 + 40
 
 
-def test_cancel_stops_the_turn(assistant: Assistant) -> None:
+def test_cancel_stops_the_turn(engine: LlamaCppEngine) -> None:
+    cfg = AssistantConfig.model_validate({"engine": {"max_tokens": 150}})
     cancel = threading.Event()
     pieces: list[str] = []
 
@@ -93,7 +106,7 @@ def test_cancel_stops_the_turn(assistant: Assistant) -> None:
         pieces.append(piece)
         cancel.set()
 
-    result = assistant.ask("Tell me a long story about a brave knight.", on_text=on_text, cancel=cancel, max_tokens=150)
+    result = Assistant(cfg, engine).ask("Tell me a long story about a brave knight.", on_text=on_text, cancel=cancel)
     assert result.stats is not None and result.stats.finish_reason == "cancelled"
     assert result.stats.completion_tokens < 20
 

@@ -22,8 +22,10 @@ from assistant.modelstore import ModelError, ModelManifest, ModelStore
 app = typer.Typer(help="On-device voice assistant.", no_args_is_help=True, add_completion=False)
 config_app = typer.Typer(help="Check and show the integrator configuration.", no_args_is_help=True)
 models_app = typer.Typer(help="List, verify and prepare model files.", no_args_is_help=True)
+skill_app = typer.Typer(help="Create, list and test skills.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
+app.add_typer(skill_app, name="skill")
 
 # Piped output is read by scripts: never truncate it to a guessed 80 columns.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -83,24 +85,34 @@ def _load_assistant(cfg: AssistantConfig):  # type: ignore[no-untyped-def]
 # --- turns ------------------------------------------------------------------
 
 
+def _say(piece: str) -> None:
+    sys.stdout.write(piece)
+    sys.stdout.flush()
+
+
+def _announce(skill: str, text: str) -> None:
+    err.print(f"\n[bold]({skill})[/bold] {text}", markup=True)
+
+
 @app.command()
 def ask(
     text: Annotated[str, typer.Argument(help="What the user said.")],
     config: ConfigOpt = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Cap on generated tokens.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole turn as JSON instead of streaming.")] = False,
 ) -> None:
-    """Run one headless turn (route -> handler -> reply) and print per-stage timings."""
+    """Run one headless turn (route -> skill -> reply) and print the route and per-stage timings."""
     cfg = _load(config)
     assistant = _load_assistant(cfg)
     try:
         if as_json:
-            result = assistant.ask(text, max_tokens=max_tokens)
+            result = assistant.ask(text)
             out.print_json(result.model_dump_json())
             return
-        result = assistant.ask(text, max_tokens=max_tokens, on_text=lambda s: (sys.stdout.write(s), sys.stdout.flush()))
+        result = assistant.ask(text, on_text=_say)
         sys.stdout.write("\n")
-        err.print(f"[dim]route: {result.route.handler} ({result.route.reason})[/dim]", markup=True)
+        err.print(
+            f"[dim]route: {result.route.intent} via {result.route.stage} ({result.route.reason})[/dim]", markup=True
+        )
         err.print(f"[dim]timing: {result.timing_line()}[/dim]", markup=True)
     except EngineError as exc:
         raise _fail(str(exc)) from None
@@ -115,6 +127,7 @@ def chat(config: ConfigOpt = None) -> None:
 
     cfg = _load(config)
     assistant = _load_assistant(cfg)
+    assistant.on_announcement(_announce)
     session = Session()
     err.print(
         "[dim]chat with the assistant; /reset forgets the conversation, /quit or Ctrl-D leaves[/dim]", markup=True
@@ -136,7 +149,7 @@ def chat(config: ConfigOpt = None) -> None:
             sys.stdout.write("assistant> ")
             sys.stdout.flush()
             try:
-                result = assistant.ask(line, session, on_text=lambda s: (sys.stdout.write(s), sys.stdout.flush()))
+                result = assistant.ask(line, session, on_text=_say)
             except KeyboardInterrupt:
                 sys.stdout.write(" [stopped]\n")
                 continue
@@ -145,7 +158,9 @@ def chat(config: ConfigOpt = None) -> None:
                 err.print(f"[red]error:[/red] {exc}", markup=True)
                 continue
             sys.stdout.write("\n")
-            err.print(f"[dim]{result.timing_line()}[/dim]", markup=True)
+            err.print(
+                f"[dim]{result.route.intent} via {result.route.stage} | {result.timing_line()}[/dim]", markup=True
+            )
     finally:
         assistant.close()
 
@@ -180,8 +195,12 @@ def config_check(files: Annotated[list[Path], typer.Argument(help="TOML files to
             bad += 1
             err.print(str(exc), markup=False)
             continue
+        from assistant.skills.runtime import settings_problems
+
         problems = check_references(cfg)
         errors = [p for p in problems if p.severity == "error"]
+        for skill_problem in settings_problems(cfg):
+            err.print(f"{file}: warning: {skill_problem}", markup=False)
         if errors:
             bad += 1
             err.print(str(ConfigError(str(file), problems)), markup=False)
@@ -329,6 +348,114 @@ def models_prepare(
         return f"ready {m.name}: {store.prepare(m, RichReporter(), install=install)}"
 
     _for_each_model(_selected(store, names, everything), prepare)
+
+
+# --- routing and skills --------------------------------------------------------
+
+
+@app.command()
+def route(
+    text: Annotated[str, typer.Argument(help="An utterance.")],
+    config: ConfigOpt = None,
+    llm: Annotated[bool, typer.Option(help="Load the model for the classifier stage when no template matches.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="The decision as JSON.")] = False,
+) -> None:
+    """Show where an utterance goes and why (stage, intent, score, slots), without running the skill."""
+    from assistant.pipeline import Assistant
+
+    cfg = _load(config)
+    assistant = _load_assistant(cfg) if llm else Assistant(cfg, None)
+    try:
+        decision = assistant.route(text)
+    finally:
+        assistant.close()
+    if as_json:
+        out.print_json(decision.model_dump_json())
+        return
+    out.print(f"intent:  {decision.intent or '(none)'}", markup=False)
+    out.print(f"stage:   {decision.stage}", markup=False)
+    out.print(f"score:   {decision.score:.3f}", markup=False)
+    out.print(f"slots:   {json.dumps(decision.slots)}", markup=False)
+    if decision.missing:
+        out.print(f"missing: {', '.join(decision.missing)} (the skill asks for them)", markup=False)
+    if decision.template:
+        out.print(f"template: {decision.template}", markup=False)
+    out.print(f"why:     {decision.reason}", markup=False)
+    out.print(f"time:    {decision.elapsed_us:.0f} us", markup=False)
+
+
+@skill_app.command("list")
+def skill_list(config: ConfigOpt = None) -> None:
+    """Installed skills, their intents and permissions, and any load problems or template conflicts."""
+    from assistant.pipeline import Assistant
+
+    assistant = Assistant(_load(config), None)
+    table = Table()
+    for column in ("skill", "intents", "permissions", "adapter"):
+        table.add_column(column, overflow="fold")
+    for name, loaded in assistant.runtime.skills.items():
+        intents = ", ".join(it.name + (" (fallback)" if it.fallback else "") for it in loaded.intents.values())
+        table.add_row(name, intents, ", ".join(loaded.skill.permissions) or "-", loaded.adapter or "-")
+    out.print(table)
+    for problem in assistant.problems:
+        err.print(f"[yellow]warning:[/yellow] {problem}", markup=True)
+    assistant.close()
+
+
+@skill_app.command("new")
+def skill_new(
+    name: Annotated[str, typer.Argument(help="Skill name (a Python identifier).")],
+    directory: Annotated[Path, typer.Option("--dir", help="Where to create the package.")] = Path("."),
+) -> None:
+    """Scaffold an installable skill package: entry point, an example intent, phrase tests."""
+    from assistant.skills.scaffold import new_skill
+
+    try:
+        root = new_skill(name, directory)
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+    out.print(f"created {root}; next: pip install -e {root} && assistant skill test {root}")
+
+
+@skill_app.command("test")
+def skill_test(
+    path: Annotated[Path, typer.Argument(help="A skill directory or a phrases TOML file.")] = Path("."),
+    config: ConfigOpt = None,
+    llm: Annotated[bool, typer.Option(help="Also use the LLM classifier stage (loads the model).")] = False,
+) -> None:
+    """Route every phrase test (utterance -> intent and slots) through the installed skills; exit 1 on a failure."""
+    from assistant.pipeline import Assistant
+    from assistant.router.evaluate import evaluate, load_phrases
+    from assistant.skills.scaffold import phrase_files
+
+    files = phrase_files(path)
+    if not files:
+        raise _fail(f"no phrases.toml or *.phrases.toml in {path}", 2)
+    cfg = _load(config)
+    assistant = _load_assistant(cfg) if llm else Assistant(cfg, None)
+    failed = 0
+    try:
+        for file in files:
+            try:
+                report = evaluate(assistant.router, load_phrases(file), classify=llm)
+            except ValueError as exc:
+                raise _fail(str(exc), 2) from None
+            for r in report.results:
+                if r.ok:
+                    out.print(
+                        f"[green]ok[/green]   {r.case.text!r} -> {r.got} {json.dumps(r.route.slots)}", markup=True
+                    )
+                else:
+                    failed += 1
+                    out.print(
+                        f"[red]FAIL[/red] {r.case.text!r}: expected {r.case.intent} {json.dumps(r.case.slots)}, "
+                        f"got {r.got} {json.dumps(r.route.slots)} ({r.route.reason})",
+                        markup=True,
+                    )
+    finally:
+        assistant.close()
+    if failed:
+        raise typer.Exit(1)
 
 
 def main() -> None:

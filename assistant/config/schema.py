@@ -249,10 +249,56 @@ class SkillsConfig(Section):
 
     enabled: list[str] = Field(["*"], description='Skill names to load; `"*"` loads every installed skill.')
     disabled: list[str] = Field([], description="Skill names never loaded, even when matched by `*`.")
-    timeout_s: float = Field(5.0, gt=0, le=300, description="A handler running longer is abandoned with an apology.")
+    timeout_s: float = Field(
+        10.0, gt=0, le=300, description="A handler running longer is abandoned with an apology (a skill may set less)."
+    )
+    classifier: bool = Field(
+        True, description="Ask the LLM to pick an intent when no template matches (before the chat fallback)."
+    )
     settings: dict[str, dict[str, Any]] = Field(
         {}, description="Per-skill settings tables, e.g. `[skills.settings.home]`; each skill validates its own."
     )
+
+
+class HomeDevice(Section):
+    """A device the home skill may control."""
+
+    id: str = Field(min_length=1, pattern=r"^[a-z0-9_]+$", description="Stable id the sink receives.")
+    name: str = Field(min_length=1, description="What people call it, e.g. `ceiling light`.")
+    room: str | None = Field(None, description="Room it is in, e.g. `kitchen`.")
+    kind: Literal["light", "switch", "fan", "thermostat", "blinds", "lock"] = Field(
+        "light", description="Decides the actions it accepts."
+    )
+    aliases: list[str] = Field([], description="Other names for it.")
+
+
+class HomeConfig(Section):
+    """Devices of the home this assistant controls, and where commands go."""
+
+    devices: list[HomeDevice] = Field(
+        [], description='The controllable devices, e.g. `[[home.devices]] id = "kitchen_light"`.'
+    )
+    sink: str = Field(
+        "jsonl",
+        min_length=1,
+        description="Where commands go: `jsonl` (append to `sink_path`), `log`, or the name of a plugin "
+        "in the `assistant.home_sinks` entry-point group.",
+    )
+    sink_path: AnyPath | None = Field(
+        None, description="JSONL file for the `jsonl` sink; unset means `$XDG_STATE_HOME/assistant/home.jsonl`."
+    )
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> HomeConfig:
+        ids = [d.id for d in self.devices]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise PydanticCustomError(
+                "with_fix",
+                "device id(s) {ids} appear more than once",
+                {"ids": ", ".join(dupes), "fix": "make ids unique"},
+            )
+        return self
 
 
 class AdapterConfig(Section):
@@ -310,6 +356,7 @@ class AssistantConfig(Section):
     tts: TtsConfig = Field(default_factory=TtsConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
     skills: SkillsConfig = Field(default_factory=SkillsConfig)
+    home: HomeConfig = Field(default_factory=HomeConfig)
     adapters: dict[str, AdapterConfig] = Field(
         {}, description='LoRA adapters by name, e.g. `[adapters.home] path = "home.gguf"`.'
     )

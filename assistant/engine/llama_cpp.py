@@ -426,8 +426,9 @@ class LlamaCppEngine:
         stop: Sequence[str] = (),
         cancel: threading.Event | None = None,
         adapter: str | None = None,
+        grammar: str | None = None,
     ) -> LlamaGeneration:
-        return self._start(prompt, max_tokens, sampling, stop, cancel, adapter, self._plain_tokens)
+        return self._start(prompt, max_tokens, sampling, stop, cancel, adapter, self._plain_tokens, grammar)
 
     def _start(
         self,
@@ -438,6 +439,7 @@ class LlamaCppEngine:
         cancel: threading.Event | None,
         adapter: str | None,
         source: TokenSource,
+        grammar: str | None = None,
     ) -> LlamaGeneration:
         if self._closed:
             raise EngineError("engine is closed")
@@ -450,8 +452,11 @@ class LlamaCppEngine:
                 f"prompt is {len(tokens)} tokens but the context holds {self.context_size}: "
                 "shorten the conversation or raise engine.context_size"
             )
+        if grammar is not None:
+            _Grammar(self._vocab, self.n_vocab, grammar).close()  # a bad grammar fails here, not mid-request
+            source = self._plain_tokens  # constrained output is short and structured: no speculation
         request = Request(
-            tokens, prefix, max_tokens, sampling or Sampling(), tuple(s for s in stop if s), cancel, adapter
+            tokens, prefix, max_tokens, sampling or Sampling(), tuple(s for s in stop if s), cancel, adapter, grammar
         )
         return LlamaGeneration(self, request, source)
 
@@ -459,13 +464,21 @@ class LlamaCppEngine:
         """One target decode per token. The token is yielded before it is evaluated, so a
         consumer that stops early leaves the KV cache exactly at what it accepted."""
         pos = len(req.tokens)
-        while True:
-            token = sample_token(self.logits(), req.sampling, rng)
-            yield token
-            if pos + 1 >= self.context_size:
-                return
-            self._decode([token], pos)
-            pos += 1
+        grammar = _Grammar(self._vocab, self.n_vocab, req.grammar) if req.grammar is not None else None
+        try:
+            while True:
+                logits = self.logits() if grammar is None else grammar.mask(self.logits())
+                token = sample_token(logits, req.sampling, rng)
+                if grammar is not None:
+                    grammar.accept(token)
+                yield token
+                if pos + 1 >= self.context_size:
+                    return
+                self._decode([token], pos)
+                pos += 1
+        finally:
+            if grammar is not None:
+                grammar.close()
 
     def close(self) -> None:
         with self._lock:
@@ -494,6 +507,42 @@ class Request:
     stop: tuple[str, ...]
     cancel: threading.Event | None
     adapter: str | None
+    grammar: str | None = None
+
+
+class _Grammar:
+    """llama.cpp's GBNF grammar as a logit mask: tokens the grammar cannot accept get -inf."""
+
+    def __init__(self, vocab: Any, n_vocab: int, text: str):
+        _recent_errors.clear()
+        self._smpl = ll.llama_sampler_init_grammar(vocab, text.encode("utf-8"), b"root")
+        if not self._smpl:
+            raise EngineError(f"invalid grammar: {_last_errors('llama.cpp could not parse it')}")
+        self._ids = np.arange(n_vocab, dtype=np.int32)
+        self._data = np.zeros(n_vocab, dtype=[("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+        self._array = ll.llama_token_data_array(
+            data=self._data.ctypes.data_as(ctypes.POINTER(ll.llama_token_data)), size=n_vocab, selected=-1
+        )
+
+    def mask(self, logits: np.ndarray) -> np.ndarray:
+        self._data["id"] = self._ids
+        self._data["logit"] = logits
+        self._array.size, self._array.selected, self._array.sorted = len(self._ids), -1, False
+        ll.llama_sampler_apply(self._smpl, ctypes.byref(self._array))
+        out = np.full(len(self._ids), -np.inf, dtype=np.float32)
+        n = int(self._array.size)
+        out[self._data["id"][:n]] = self._data["logit"][:n]
+        if not np.isfinite(out).any():
+            raise EngineError("the grammar allows no further token (is it ambiguous about where it ends?)")
+        return out
+
+    def accept(self, token: int) -> None:
+        ll.llama_sampler_accept(self._smpl, token)
+
+    def close(self) -> None:
+        if self._smpl:
+            ll.llama_sampler_free(self._smpl)
+            self._smpl = None
 
 
 TokenSource = Callable[[Request, np.random.Generator], Generator[int, None, None]]

@@ -151,8 +151,9 @@ class SpeculativeEngine:
         stop: Sequence[str] = (),
         cancel: threading.Event | None = None,
         adapter: str | None = None,
+        grammar: str | None = None,
     ) -> LlamaGeneration:
-        return self.target._start(prompt, max_tokens, sampling, stop, cancel, adapter, self._tokens)
+        return self.target._start(prompt, max_tokens, sampling, stop, cancel, adapter, self._tokens, grammar)
 
     # --- cost model and draft length ------------------------------------------
 

@@ -98,6 +98,7 @@ class Engine(Protocol):
         stop: Sequence[str] = (),
         cancel: threading.Event | None = None,
         adapter: str | None = None,
+        grammar: str | None = None,
     ) -> Generation: ...
 
     def reset(self) -> None: ...

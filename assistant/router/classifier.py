@@ -1,0 +1,101 @@
+"""LLM intent classifier for utterances no template matched.
+
+The nearest example phrasings (`rapidfuzz`) propose up to three intents; the LLM, whose output
+a GBNF grammar restricts to those labels or `chat`, picks one. The prompt is fixed (labels and
+descriptions), so its KV state stays cached across utterances.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from rapidfuzz import fuzz, process
+
+from assistant.engine import ChatMessage, Engine, EngineError
+from assistant.router.templates import normalize
+from assistant.skills.api import Intent
+from assistant.skills.slots import Text
+
+log = logging.getLogger("assistant.router")
+CHAT = "chat"
+_SYSTEM = (
+    "You route requests for a voice assistant. Reply with the label of the request only. "
+    "Use 'chat' for questions and conversation that no label covers."
+)
+
+
+class LlmClassifier:
+    """Nearest examples propose, the LLM decides; only the nearest proposal, confirmed by the LLM, is accepted.
+
+    An utterance with no example close to it (rapidfuzz token-sort similarity below
+    `min_similarity`) goes straight to the chat fallback without an LLM call: that is where
+    general questions end, and a small base model would otherwise misfire commands on them.
+    """
+
+    def __init__(
+        self,
+        engine: Engine | None,
+        intents: Sequence[tuple[str, Intent]],
+        *,
+        candidates: int = 3,
+        min_similarity: float = 60.0,
+    ):
+        self.engine = engine
+        self.candidates = candidates
+        self.min_similarity = min_similarity
+        self.labels: dict[str, Intent] = {}
+        self.examples: list[str] = []
+        self.example_labels: list[str] = []
+        for skill, it in intents:
+            if it.fallback:
+                continue
+            label = f"{skill}.{it.name}"
+            self.labels[label] = it
+            for ex in [*it.examples, *_template_samples(it)]:
+                self.examples.append(normalize(ex))
+                self.example_labels.append(label)
+        lines = [f"- {label}: {it.description or label}" for label, it in self.labels.items()]
+        self.system = f"{_SYSTEM}\nLabels:\n" + "\n".join(lines) + f"\n- {CHAT}: anything else"
+
+    def nearest(self, normalized: str, limit: int) -> list[tuple[str, str, float]]:
+        """(example, label, similarity 0-100), best first, one per label."""
+        hits = process.extract(normalized, self.examples, scorer=fuzz.token_sort_ratio, limit=limit * 8)
+        out: dict[str, tuple[str, str, float]] = {}
+        for _, score, i in hits:
+            out.setdefault(self.example_labels[i], (self.examples[i], self.example_labels[i], score))
+        return list(out.values())[:limit]
+
+    def classify(self, text: str, normalized: str) -> tuple[str | None, float, str]:
+        near = self.nearest(normalized, self.candidates)
+        if not near or near[0][2] < self.min_similarity:
+            best = f"'{near[0][0]}' {near[0][2]:.0f}%" if near else "none"
+            return None, 0.0, f"no example is close (best {best} < {self.min_similarity:.0f}%)"
+        proposals = ", ".join(f"{label} ('{ex}' {score:.0f}%)" for ex, label, score in near)
+        if self.engine is None:
+            return None, 0.0, f"nearest examples: {proposals}; no LLM to confirm"
+        labels = [label for _, label, _ in near]
+        grammar = "root ::= " + " | ".join(f'"{label}"' for label in [*labels, CHAT])
+        messages = [ChatMessage(role="system", content=self.system), ChatMessage(role="user", content=text)]
+        try:
+            choice = self.engine.generate(messages, max_tokens=16, grammar=grammar).result().strip()
+        except EngineError as exc:
+            log.warning("intent classifier failed: %s", exc)
+            return None, 0.0, f"nearest examples: {proposals}; the LLM classifier failed ({exc})"
+        if choice != labels[0]:
+            # The examples and the LLM disagree: a command must not fire on a guess.
+            return None, 0.0, f"nearest examples: {proposals}; the LLM chose '{choice}', not the nearest: not confirmed"
+        return choice, near[0][2] / 100, f"nearest examples: {proposals}; the LLM confirmed '{choice}'"
+
+
+def _template_samples(it: Intent, per_template: int = 2) -> list[str]:
+    """Template sentences without free-text slots (their placeholder words would match anything)."""
+    from assistant.router.templates import compile_template
+
+    out: list[str] = []
+    for source in it.templates:
+        tpl = compile_template(source, intent=it.name, skill="", slots=it.slots)
+        if any(isinstance(s, Text) and f"{{{name}}}" in source for name, s in it.slots.items()):
+            continue
+        out += tpl.expansions(per_template)
+    return out

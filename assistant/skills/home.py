@@ -1,0 +1,147 @@
+"""Home control capability: device commands validated against the integrator's device list, sent to a sink.
+
+Skills reach it as `ctx.home` (permission `home.control`). The sink is pluggable: `jsonl`
+(default), `log`, or any `HomeSink` registered in the `assistant.home_sinks` entry-point group.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from assistant.config.schema import HomeConfig, HomeDevice
+
+log = logging.getLogger("assistant.home")
+
+Action = Literal["turn_on", "turn_off", "toggle", "set_level", "set_temperature", "open", "close", "lock", "unlock"]
+ACTIONS_BY_KIND: dict[str, set[str]] = {
+    "light": {"turn_on", "turn_off", "toggle", "set_level"},
+    "switch": {"turn_on", "turn_off", "toggle"},
+    "fan": {"turn_on", "turn_off", "toggle", "set_level"},
+    "thermostat": {"turn_on", "turn_off", "set_temperature"},
+    "blinds": {"open", "close", "set_level"},
+    "lock": {"lock", "unlock"},
+}
+_VALUE_RANGE = {"set_level": (0.0, 100.0), "set_temperature": (5.0, 35.0)}
+
+
+class HomeCommand(BaseModel):
+    """One device command, as the LLM or a template produces it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device: str = Field(min_length=1, description="Device id, name or alias.")
+    action: Action
+    value: float | None = Field(None, description="Percent for set_level, degrees Celsius for set_temperature.")
+    room: str | None = None
+
+
+class HomeError(Exception):
+    """A command that does not fit the configured devices; the message is fit to be spoken."""
+
+
+class HomeSink(Protocol):
+    def send(self, device: HomeDevice, command: HomeCommand) -> None: ...
+
+
+class JsonlSink:
+    """Appends one JSON line per command; a home-automation bridge can tail the file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+
+    def send(self, device: HomeDevice, command: HomeCommand) -> None:
+        record = {"ts": time.time(), "device": device.id, "action": command.action, "value": command.value}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock, self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+class LogSink:
+    def send(self, device: HomeDevice, command: HomeCommand) -> None:
+        log.info("home: %s %s %s", device.id, command.action, command.value)
+
+
+def _default_sink_path() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "assistant" / "home.jsonl"
+
+
+def make_sink(cfg: HomeConfig) -> HomeSink:
+    if cfg.sink == "jsonl":
+        return JsonlSink(cfg.sink_path or _default_sink_path())
+    if cfg.sink == "log":
+        return LogSink()
+    found = [ep for ep in entry_points(group="assistant.home_sinks") if ep.name == cfg.sink]
+    if not found:
+        known = ", ".join(["jsonl", "log", *(ep.name for ep in entry_points(group="assistant.home_sinks"))])
+        raise HomeError(f"home.sink '{cfg.sink}' is not installed (known sinks: {known})")
+    factory = found[0].load()
+    return factory(cfg) if callable(factory) else factory  # type: ignore[no-any-return]
+
+
+class Home:
+    """Resolves spoken device names to configured devices and checks each command before sending it."""
+
+    def __init__(self, cfg: HomeConfig, sink: HomeSink | None = None):
+        self.cfg = cfg
+        self.devices = list(cfg.devices)
+        self._sink = sink
+        self.sent: list[tuple[HomeDevice, HomeCommand]] = []
+
+    @property
+    def sink(self) -> HomeSink:
+        if self._sink is None:
+            self._sink = make_sink(self.cfg)
+        return self._sink
+
+    def names(self) -> dict[str, str]:
+        """Spoken name -> canonical name, for an enum slot."""
+        out: dict[str, str] = {}
+        for d in self.devices:
+            for n in [d.name, *d.aliases]:
+                out[n] = d.name
+        return out
+
+    def rooms(self) -> list[str]:
+        return sorted({d.room for d in self.devices if d.room})
+
+    def resolve(self, name: str, room: str | None = None) -> HomeDevice:
+        key = name.strip().lower()
+        matches = [d for d in self.devices if key in (d.id, d.name.lower(), *(a.lower() for a in d.aliases))] or [
+            d for d in self.devices if d.room and f"{d.room} {d.name}".lower() == key
+        ]
+        if room:
+            in_room = [d for d in matches if d.room and d.room.lower() == room.lower()]
+            if not in_room and matches:
+                raise HomeError(f"There is no {name} in the {room}.")
+            matches = in_room
+        if not matches:
+            raise HomeError(f"I don't know a device called {name}.")
+        if len(matches) > 1:
+            rooms = " or the ".join(sorted(d.room or "?" for d in matches))
+            raise HomeError(f"Which {name}: the {rooms}?")
+        return matches[0]
+
+    def execute(self, command: HomeCommand) -> HomeDevice:
+        device = self.resolve(command.device, command.room)
+        if command.action not in ACTIONS_BY_KIND[device.kind]:
+            raise HomeError(f"The {device.name} can't {command.action.replace('_', ' ')}.")
+        bounds = _VALUE_RANGE.get(command.action)
+        if bounds is not None:
+            if command.value is None:
+                raise HomeError(f"To what value should I set the {device.name}?")
+            if not bounds[0] <= command.value <= bounds[1]:
+                raise HomeError(f"{command.value:g} is out of range for the {device.name}.")
+        self.sink.send(device, command)
+        self.sent.append((device, command))
+        return device

@@ -1,0 +1,157 @@
+"""Home control: the integrator's devices and rooms ([[home.devices]] in the config) by voice.
+
+Fixed phrasings are matched by templates; free phrasing ("it's too dark in here") goes to the
+LLM, with this skill's adapter when configured, which must produce a `HomeCommand` as JSON
+under a grammar; the command is validated against the configured devices before it is sent.
+"""
+
+from __future__ import annotations
+
+from assistant.config.schema import HomeDevice
+from assistant.engine import ChatMessage
+from assistant.skills import Context, Enum, HomeCommand, Number, Reply, Skill
+
+SYSTEM_PROMPT = (
+    "You control smart-home devices. Reply with one JSON command: device (one of the listed names), "
+    "action (turn_on, turn_off, toggle, set_level, set_temperature, open, close, lock, unlock), "
+    "value (a number for set_level or set_temperature, else null) and room (or null)."
+)
+
+skill = Skill(
+    "home",
+    description="Turns devices on and off, dims lights, sets the thermostat, opens blinds, locks doors.",
+    permissions=["home.control", "llm"],
+    adapter="home",
+    system_prompt=SYSTEM_PROMPT,
+)
+
+_DEVICE = Enum(source=lambda env: env.home.names())
+_ROOM = Enum(source=lambda env: env.home.rooms())
+_THE = "[the|my|all the|all]"
+_WHERE = "[(in|on) the {room}]"
+SLOTS = {"device": _DEVICE, "room": _ROOM}
+
+
+def _run(ctx: Context, action: str, value: float | None = None) -> Reply:
+    command = HomeCommand(device=ctx.slots["device"], action=action, value=value, room=ctx.slots.get("room"))  # type: ignore[arg-type]
+    return _done(ctx.home.execute(command), command)
+
+
+def _done(device: HomeDevice, command: HomeCommand) -> Reply:
+    name = f"{device.room} {device.name}" if device.room and device.room not in device.name else device.name
+    return Reply(text=_confirm(name, command), data={**command.model_dump(), "device": device.id})
+
+
+def _confirm(name: str, c: HomeCommand) -> str:
+    if c.action == "set_level":
+        return f"Setting the {name} to {c.value:g} percent."
+    if c.action == "set_temperature":
+        return f"Setting the {name} to {c.value:g} degrees."
+    words = {"turn_on": "Turning on", "turn_off": "Turning off", "toggle": "Toggling", "open": "Opening",
+             "close": "Closing", "lock": "Locking", "unlock": "Unlocking"}  # fmt: skip
+    return f"{words[c.action]} the {name}."
+
+
+def _on_off(verb: str) -> list[str]:
+    return [
+        f"(turn|switch|put) {verb} {_THE} [{{room}}] {{device}} {_WHERE}",
+        f"(turn|switch|put) {_THE} [{{room}}] {{device}} {verb} {_WHERE}",
+    ]
+
+
+@skill.intent(
+    "turn_on", templates=[*_on_off("on"), f"(light up|start) {_THE} [{{room}}] {{device}} {_WHERE}"], slots=SLOTS
+)
+def turn_on(ctx: Context) -> Reply:
+    """Switch a device on."""
+    return _run(ctx, "turn_on")
+
+
+@skill.intent(
+    "turn_off", templates=[*_on_off("off"), f"(stop|kill) {_THE} [{{room}}] {{device}} {_WHERE}"], slots=SLOTS
+)
+def turn_off(ctx: Context) -> Reply:
+    """Switch a device off."""
+    return _run(ctx, "turn_off")
+
+
+@skill.intent(
+    "set_level",
+    templates=[
+        f"(set|dim|turn|put|bring) {_THE} [{{room}}] {{device}} {_WHERE} to {{level}} [percent]",
+        f"(dim|brighten) {_THE} [{{room}}] {{device}} {_WHERE} to {{level}} [percent]",
+    ],
+    slots={**SLOTS, "level": Number(minimum=0, maximum=100, required=True, prompt="To what level, in percent?")},
+)
+def set_level(ctx: Context) -> Reply:
+    """Set a light, fan or blinds to a level in percent."""
+    return _run(ctx, "set_level", ctx.slots["level"])
+
+
+@skill.intent(
+    "set_temperature",
+    templates=[
+        "(set|turn|put|change) [the] (thermostat|temperature|heating|heat) [{room}] [to] {temperature} "
+        "[degrees] [celsius]",
+        "make it {temperature} degrees [in here|in the {room}]",
+    ],
+    slots={"temperature": Number(minimum=5, maximum=35, required=True, prompt="To how many degrees?"), "room": _ROOM},
+)
+def set_temperature(ctx: Context) -> Reply:
+    """Set the thermostat."""
+    thermostats = [d for d in ctx.home.devices if d.kind == "thermostat"]
+    if not thermostats:
+        return Reply(text="There is no thermostat configured.")
+    ctx.slots.setdefault("device", thermostats[0].name)
+    return _run(ctx, "set_temperature", ctx.slots["temperature"])
+
+
+@skill.intent("open", templates=[f"(open|raise) {_THE} [{{room}}] {{device}} {_WHERE}"], slots=SLOTS)
+def open_(ctx: Context) -> Reply:
+    """Open blinds."""
+    return _run(ctx, "open")
+
+
+@skill.intent("close", templates=[f"(close|lower|shut) {_THE} [{{room}}] {{device}} {_WHERE}"], slots=SLOTS)
+def close(ctx: Context) -> Reply:
+    """Close blinds."""
+    return _run(ctx, "close")
+
+
+@skill.intent("lock", templates=[f"lock {_THE} [{{room}}] {{device}} {_WHERE}"], slots=SLOTS)
+def lock(ctx: Context) -> Reply:
+    """Lock a door."""
+    return _run(ctx, "lock")
+
+
+@skill.intent("unlock", templates=[f"unlock {_THE} [{{room}}] {{device}} {_WHERE}"], slots=SLOTS)
+def unlock(ctx: Context) -> Reply:
+    """Unlock a door."""
+    return _run(ctx, "unlock")
+
+
+@skill.intent(
+    "command",
+    examples=[
+        "i can't see anything in the bedroom",
+        "it's chilly in the hallway",
+        "the lights are too harsh",
+        "i'm sweating",
+        "kill the lights",
+        "let some light in",
+        "shut everything off",
+    ],  # fmt: skip
+    slots=SLOTS,
+    description="Any other request to change a device: lights, fan, thermostat, blinds, locks.",
+)
+def free_command(ctx: Context) -> Reply:
+    """Turn free phrasing into a device command with the LLM."""
+    devices = "; ".join(f"{d.name} ({d.kind}{', ' + d.room if d.room else ''})" for d in ctx.home.devices)
+    if not devices:
+        return Reply(text="No devices are configured.")
+    messages = [
+        ChatMessage(role="system", content=f"{SYSTEM_PROMPT} Devices: {devices}."),
+        ChatMessage(role="user", content=ctx.utterance),
+    ]
+    command = ctx.llm.json(messages, HomeCommand)
+    return _done(ctx.home.execute(command), command)
