@@ -111,3 +111,11 @@ def test_route_explains_the_decision() -> None:
     assert result.returncode == 0, result.stderr
     assert "intent:  timer.set" in result.stdout and '"duration": 600' in result.stdout
     assert "template: (set|start|create|make) [me] [a|an|the|one] timer [for {duration}]" in result.stdout
+
+
+def test_config_check_fails_on_invalid_skill_settings(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[skills.settings.clock]\ntimezone = "Mars/Base"\n')
+    result = run("config", "check", str(bad))
+    assert result.returncode == 2
+    assert "skills.settings.clock.timezone" in result.stderr and "unknown time zone" in result.stderr

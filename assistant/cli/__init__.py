@@ -199,11 +199,17 @@ def config_check(files: Annotated[list[Path], typer.Argument(help="TOML files to
 
         problems = check_references(cfg)
         errors = [p for p in problems if p.severity == "error"]
+        invalid_skills = 0
         for skill_problem in settings_problems(cfg):
-            err.print(f"{file}: warning: {skill_problem}", markup=False)
+            # A skill whose settings do not validate would not load: that is the integrator's error.
+            invalid = "skills.settings" in skill_problem.message
+            invalid_skills += invalid
+            err.print(f"{file}: {'error' if invalid else 'warning'}: {skill_problem}", markup=False)
         if errors:
             bad += 1
             err.print(str(ConfigError(str(file), problems)), markup=False)
+        elif invalid_skills:
+            bad += 1
         else:
             for p in problems:
                 err.print(f"{file}: {p.render()}", markup=False)
