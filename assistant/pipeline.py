@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from assistant.config.schema import AssistantConfig
 from assistant.engine import ChatMessage, Engine, GenerationStats, load_engine, sampling_from_config
 from assistant.modelstore import ModelStore, Reporter
-from assistant.router import Route, Router, normalize
+from assistant.router import Route, Router, normalize, parse_answer
 from assistant.router.classifier import LlmClassifier
 from assistant.skills.api import FollowUp, Handler, Reply, Skill
 from assistant.skills.llm import FALLBACK_REPLY, SpokenStream
@@ -95,8 +95,9 @@ class Assistant:
         self.engine = engine
         self.runtime = runtime or SkillRuntime(cfg, engine, skills, sampling=sampling_from_config(cfg))
         intents = self.runtime.intents()
-        classifier = LlmClassifier(engine, intents) if engine is not None and cfg.skills.classifier else None
-        self.router = Router(intents, classifier)
+        self.router = Router(intents)
+        if engine is not None and cfg.skills.classifier:
+            self.router.classifier = LlmClassifier(engine, intents, self.router.templates)
         for problem in self.router.problems:
             log.warning("%s", problem)
 
@@ -138,15 +139,13 @@ class Assistant:
             if value is None:
                 return None
             slots = {**pending.slots, slot: value}
-            missing = [n for n, s in self.router.intents[pending.intent].slots.items() if s.required and n not in slots]
+            missing = self.router.missing(pending.intent, slots)
             return Route(
                 stage="follow_up", intent=pending.intent, slots=slots, missing=missing, score=1.0,
                 reason=f"answer to '{question}' filled slot '{slot}'",
             )  # fmt: skip
         slots = dict(pending.slots)
         if pending.follow.parse is not None:
-            from assistant.router import parse_answer
-
             value = parse_answer(pending.follow.parse, text, now)
             if value is None:
                 return None

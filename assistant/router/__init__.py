@@ -87,9 +87,9 @@ class Router:
     # --- deterministic stage ------------------------------------------------
 
     def match(self, text: str, now: dt.datetime | None = None) -> Route | None:
-        t0 = time.perf_counter()
-        normalized = normalize(text)
-        now = now or dt.datetime.now()
+        return self._match(normalize(text), now or dt.datetime.now(), time.perf_counter())
+
+    def _match(self, normalized: str, now: dt.datetime, t0: float) -> Route | None:
         best = self._best(normalized, now)
         if best is None:
             polite = _COURTESY.sub("", normalized)
@@ -101,7 +101,7 @@ class Router:
             stage="template",
             intent=tpl.intent,
             slots=values,
-            missing=self._missing(tpl.intent, values),
+            missing=self.missing(tpl.intent, values),
             score=round(score, 3),
             reason=f"template '{tpl.source}' matched the whole utterance",
             template=tpl.source,
@@ -116,7 +116,8 @@ class Router:
                 best = (hit[0], tpl, hit[1])
         return best
 
-    def _missing(self, intent: str, values: dict[str, Any]) -> list[str]:
+    def missing(self, intent: str, values: dict[str, Any]) -> list[str]:
+        """Required slots of the intent that `values` lacks."""
         return [n for n, s in self.intents[intent].slots.items() if s.required and n not in values]
 
     # --- full routing -------------------------------------------------------
@@ -124,10 +125,10 @@ class Router:
     def route(self, text: str, *, now: dt.datetime | None = None, classify: bool = True) -> Route:
         t0 = time.perf_counter()
         now = now or dt.datetime.now()
-        hit = self.match(text, now)
+        normalized = normalize(text)
+        hit = self._match(normalized, now, t0)
         if hit is not None:
             return hit
-        normalized = normalize(text)
         if classify and self.classifier is not None and normalized:
             intent, confidence, why = self.classifier.classify(text, normalized)
             if intent is not None and intent in self.intents:
@@ -136,7 +137,7 @@ class Router:
                     stage="classifier",
                     intent=intent,
                     slots=values,
-                    missing=self._missing(intent, values),
+                    missing=self.missing(intent, values),
                     score=round(confidence, 3),
                     reason=f"no template matched; {why}",
                     elapsed_us=(time.perf_counter() - t0) * 1e6,
@@ -225,4 +226,4 @@ def extract_slots(slots: dict[str, Slot], normalized: str, now: dt.datetime) -> 
     return values
 
 
-__all__ = ["Classifier", "Conflict", "Route", "Router", "TemplateError", "extract_slots", "normalize"]
+__all__ = ["Classifier", "Conflict", "Route", "Router", "TemplateError", "extract_slots", "normalize", "parse_answer"]

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from rapidfuzz import fuzz, process
 
 from assistant.engine import ChatMessage, Engine, EngineError
-from assistant.router.templates import normalize
+from assistant.router.templates import Template, normalize
 from assistant.skills.api import Intent
 from assistant.skills.slots import Text
 
@@ -37,6 +37,7 @@ class LlmClassifier:
         self,
         engine: Engine | None,
         intents: Sequence[tuple[str, Intent]],
+        templates: Sequence[Template],
         *,
         candidates: int = 3,
         min_similarity: float = 60.0,
@@ -52,7 +53,8 @@ class LlmClassifier:
                 continue
             label = f"{skill}.{it.name}"
             self.labels[label] = it
-            for ex in [*it.examples, *_template_samples(it)]:
+            samples = [s for t in templates if t.intent == label and not _has_free_text(t) for s in t.expansions(2)]
+            for ex in [*it.examples, *samples]:
                 self.examples.append(normalize(ex))
                 self.example_labels.append(label)
         lines = [f"- {label}: {it.description or label}" for label, it in self.labels.items()]
@@ -88,14 +90,6 @@ class LlmClassifier:
         return choice, near[0][2] / 100, f"nearest examples: {proposals}; the LLM confirmed '{choice}'"
 
 
-def _template_samples(it: Intent, per_template: int = 2) -> list[str]:
-    """Template sentences without free-text slots (their placeholder words would match anything)."""
-    from assistant.router.templates import compile_template
-
-    out: list[str] = []
-    for source in it.templates:
-        tpl = compile_template(source, intent=it.name, skill="", slots=it.slots)
-        if any(isinstance(s, Text) and f"{{{name}}}" in source for name, s in it.slots.items()):
-            continue
-        out += tpl.expansions(per_template)
-    return out
+def _has_free_text(template: Template) -> bool:
+    """Free-text slots sample as placeholder words that would look similar to anything."""
+    return any(isinstance(template.slots[name], Text) for name in template.groups.values())

@@ -126,6 +126,7 @@ class SkillLLM:
         emit: Callable[[str], None],
         cancel: threading.Event,
         context_size: int = 2048,
+        stats: list[GenerationStats] | None = None,
     ):
         self.engine = engine
         self.context_size = context_size
@@ -137,7 +138,7 @@ class SkillLLM:
         self.history = list(history)
         self._emit = emit
         self._cancel = cancel
-        self.stats: list[GenerationStats] = []
+        self.stats: list[GenerationStats] = stats if stats is not None else []  # the turn's, when given
 
     def messages(self, text: str, *, system: str | None = None, history: bool = True) -> list[ChatMessage]:
         """System prompt, as much history as fits, and the user's text."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import datetime as dt
 import heapq
 import inspect
@@ -275,8 +276,9 @@ class HandlerContext:
     def llm(self) -> SkillLLM:
         self._require("llm")
         if self._llm is None:
-            self._llm = self._runtime.llm_for(self._loaded, self.history, self._output.emit, self.cancel)
-            self._llm.stats = self._output.stats
+            self._llm = self._runtime.llm_for(
+                self._loaded, self.history, self._output.emit, self.cancel, stats=self._output.stats
+            )
         return self._llm
 
     @property
@@ -360,15 +362,7 @@ class SkillRuntime:
             raise SkillError(f"[skills.settings.{skill.name}] is set but the skill takes no settings")
         env = SkillEnv(settings, self.home)
         intents = {
-            it.name: Intent(
-                name=it.name,
-                handler=it.handler,
-                templates=it.templates,
-                slots={k: s.resolve(env) for k, s in it.slots.items()},
-                examples=it.examples,
-                description=it.description,
-                fallback=it.fallback,
-            )
+            it.name: dataclasses.replace(it, slots={k: s.resolve(env) for k, s in it.slots.items()})
             for it in skill.intents
         }
         adapter = skill.adapter if skill.adapter in self.cfg.adapters else None
@@ -387,7 +381,13 @@ class SkillRuntime:
         return [(name, it) for name, s in self.skills.items() for it in s.intents.values()]
 
     def llm_for(
-        self, loaded: LoadedSkill, history: Sequence[ChatMessage], emit: Callable[[str], None], cancel: threading.Event
+        self,
+        loaded: LoadedSkill,
+        history: Sequence[ChatMessage],
+        emit: Callable[[str], None],
+        cancel: threading.Event,
+        *,
+        stats: list[GenerationStats] | None = None,
     ) -> SkillLLM:
         if self.engine is None:
             raise PermissionDenied("no LLM is loaded in this assistant")
@@ -406,6 +406,7 @@ class SkillRuntime:
             emit=emit,
             cancel=cancel,
             context_size=e.context_size,
+            stats=stats,
         )
 
     def _announce(self, skill: str, text: str) -> None:
