@@ -70,7 +70,13 @@ def spoken_number(value: float) -> str:
     return f"{value:.6g}"
 
 
-_EXPRESSION = Text(validate=parse_expression)
+_EXPRESSION = Text(
+    validate=parse_expression,
+    # Spoken arithmetic for the speech recognizer's command grammar.
+    examples=["seven times eight", "two plus two", "twelve divided by four", "one hundred minus seven",
+              "fifteen percent of eighty", "the square root of sixteen", "three squared", "nine times nine",
+              "six times seven", "two to the power of ten", "forty two divided by six", "five plus three"],
+)  # fmt: skip
 
 # Spoken unit -> pint unit.
 UNITS = {

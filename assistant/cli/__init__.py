@@ -96,19 +96,34 @@ def _announce(skill: str, text: str) -> None:
 
 @app.command()
 def ask(
-    text: Annotated[str, typer.Argument(help="What the user said.")],
+    text: Annotated[str | None, typer.Argument(help="What the user said (same as --text).")] = None,
     config: ConfigOpt = None,
+    text_opt: Annotated[str | None, typer.Option("--text", help="Text input: the ASR is skipped.")] = None,
+    wav: Annotated[
+        Path | None, typer.Option("--wav", help="Audio input (WAV/FLAC/OGG, any rate): VAD -> ASR -> route -> reply.")
+    ] = None,
+    tts_out: Annotated[Path | None, typer.Option("--tts-out", help="Write the spoken reply to this WAV file.")] = None,
+    wake: Annotated[
+        bool, typer.Option("--wake/--no-wake", help="With --wav: require the wake word in the audio.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole turn as JSON instead of streaming.")] = False,
 ) -> None:
     """Run one headless turn (route -> skill -> reply) and print the route and per-stage timings."""
+    said = text_opt or text
+    if (said is None) == (wav is None):
+        raise _fail("give exactly one input: TEXT / --text, or --wav FILE", 2)
     cfg = _load(config)
     assistant = _load_assistant(cfg)
     try:
+        if wav is not None or tts_out is not None:
+            _voice_turn(assistant, said, wav, tts_out, wake, as_json)
+            return
+        assert said is not None
         if as_json:
-            result = assistant.ask(text)
+            result = assistant.ask(said)
             out.print_json(result.model_dump_json())
             return
-        result = assistant.ask(text, on_text=_say)
+        result = assistant.ask(said, on_text=_say)
         sys.stdout.write("\n")
         err.print(
             f"[dim]route: {result.route.intent} via {result.route.stage} ({result.route.reason})[/dim]", markup=True
@@ -117,6 +132,84 @@ def ask(
     except EngineError as exc:
         raise _fail(str(exc)) from None
     finally:
+        assistant.close()
+
+
+def _voice_turn(assistant, said: str | None, wav: Path | None, tts_out: Path | None, wake: bool, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+    """Audio in and/or audio out through the voice loop, with the latency trace."""
+    from assistant.asr import AsrError
+    from assistant.audio import AudioError, BufferSpeaker, frames, read_wav, write_wav
+    from assistant.tts import TtsError
+    from assistant.voice.build import build_voice
+
+    speaker = BufferSpeaker()
+    try:
+        loop = build_voice(assistant, speaker, wake_word=wake)
+        try:
+            if wav is not None:
+                loop.run(frames(read_wav(wav)))
+                loop.end_of_input()
+            else:
+                assert said is not None
+                loop.inject_text(said)
+        finally:
+            loop.close()
+    except (AudioError, AsrError, TtsError) as exc:
+        raise _fail(str(exc)) from None
+    if tts_out is not None:
+        write_wav(tts_out, speaker.audio(), speaker.rate or 22050)
+    traces = loop.traces
+    if as_json:
+        out.print_json(json.dumps([t.model_dump() | {"breakdown_ms": t.breakdown_ms()} for t in traces]))
+        return
+    if not traces or not traces[-1].transcript:
+        err.print("[yellow]nothing recognized[/yellow]" + (f" ({traces[-1].reason})" if traces else ""), markup=True)
+        raise typer.Exit(1)
+    t = traces[-1]
+    out.print(t.reply)
+    err.print(f"[dim]heard: {t.transcript!r} ({t.source}: {t.reason}); route: {t.intent}[/dim]", markup=True)
+    err.print(f"[dim]trace (ms): {json.dumps(t.breakdown_ms())}[/dim]", markup=True)
+    if tts_out is not None:
+        seconds = len(speaker.audio()) / max(1, speaker.rate)
+        err.print(f"[dim]reply audio: {tts_out} ({seconds:.1f} s)[/dim]", markup=True)
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    wake: Annotated[bool, typer.Option("--wake/--no-wake", help="Require the wake word (if configured).")] = True,
+) -> None:
+    """The live voice loop on the microphone (Ctrl-C quits)."""
+    from assistant.asr import AsrError
+    from assistant.audio import AudioError, Microphone, SoundDeviceSpeaker
+    from assistant.tts import TtsError
+    from assistant.voice.build import build_voice
+
+    cfg = _load(config)
+    assistant = _load_assistant(cfg)
+    try:
+        mic = Microphone(cfg.audio.input_device, cfg.audio.sample_rate, cfg.audio.block_ms)
+        speaker = SoundDeviceSpeaker(cfg.audio.output_device)
+        loop = build_voice(assistant, speaker, wake_word=wake and cfg.wake_word.enabled)
+        loop.on_trace = lambda t: err.print(
+            f"[dim]{t.transcript!r} -> {t.intent}: {t.reply} {json.dumps(t.breakdown_ms())}[/dim]", markup=True
+        )
+        mic.start()
+    except (AudioError, AsrError, TtsError) as exc:
+        assistant.close()
+        raise _fail(str(exc)) from None
+    phrase = f" for {cfg.wake_word.phrase!r}" if wake and cfg.wake_word.enabled else ""
+    err.print(f"listening{phrase} (Ctrl-C quits)")
+    try:
+        for frame in mic.frames():
+            loop.feed(frame)
+            loop.backlog(mic.backlog)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        mic.stop()
+        loop.close()
+        speaker.close()
         assistant.close()
 
 
@@ -175,7 +268,7 @@ def info(config: ConfigOpt = None) -> None:
     cfg = _load(config)
     t = cfg.engine.threads
     out.print(f"cores available: {os.cpu_count()}")
-    out.print(f"threads: llm {t.target} (prefill {t.target_batch}), draft {t.draft}, asr {cfg.asr.threads}")
+    out.print(f"threads: llm {t.target} (prefill {t.target_batch}), draft {t.draft}, asr 1 (single-threaded)")
     out.print(f"llama.cpp: {system_info().strip()}")
 
 

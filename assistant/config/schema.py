@@ -68,9 +68,9 @@ class AudioConfig(Section):
         None, description="Playback device name or index; empty for the system default."
     )
     sample_rate: int = Field(
-        16000, ge=8000, le=48000, description="Rate (Hz) the ASR and VAD consume; input is resampled to it."
+        16000, ge=8000, le=192000, description="Capture rate (Hz); VAD and ASR get it resampled to 16 kHz."
     )
-    block_ms: int = Field(30, ge=10, le=200, description="Capture block length in milliseconds.")
+    block_ms: int = Field(32, ge=10, le=200, description="Capture block length in milliseconds.")
     preroll_ms: int = Field(
         500,
         ge=0,
@@ -92,6 +92,16 @@ class VadConfig(Section):
     )
     min_speech_ms: int = Field(150, ge=0, le=2000, description="Shorter bursts are ignored as noise.")
     max_utterance_s: float = Field(15.0, gt=0, le=120, description="An utterance is cut off after this long.")
+    early_end_ms: int = Field(
+        160,
+        ge=32,
+        le=3000,
+        description="Silence after which the turn ends early when the recognizer already holds a complete "
+        "command (the full hang-over is only waited for open-ended speech).",
+    )
+    start_timeout_s: float = Field(
+        4.0, gt=0, le=60, description="After the wake word, give up if no speech starts within this time."
+    )
 
 
 class WakeWordConfig(Section):
@@ -101,11 +111,15 @@ class WakeWordConfig(Section):
     engine: Literal["pocketsphinx"] = Field("pocketsphinx", description="Keyphrase spotter.")
     phrase: str = Field("hey computer", min_length=1, description="Wake phrase (words from the ASR dictionary).")
     threshold: float = Field(
-        1e-30, gt=0, lt=1, description="Keyphrase threshold; smaller fires less often (fewer false accepts)."
+        1e-40, gt=0, lt=1, description="Keyphrase threshold; larger fires less often (fewer false accepts)."
     )
     follow_up_window_s: float = Field(
         8.0, ge=0, le=120, description="After a reply, speech within this window needs no wake word."
     )
+    stop_phrases: list[str] = Field(
+        ["stop"], description="Phrases that interrupt a spoken reply (barge-in), besides the wake phrase."
+    )
+    stop_threshold: float = Field(1e-20, gt=0, lt=1, description="Keyphrase threshold of the stop phrases.")
 
 
 class AsrConfig(Section):
@@ -128,7 +142,11 @@ class AsrConfig(Section):
     min_confidence: float = Field(
         0.5, ge=0, le=1, description="Results below this word confidence are rejected, not forced into a command."
     )
-    threads: int = Field(1, ge=1, le=64, description="CPU threads for the recognizer.")
+    free_pass: bool = Field(
+        True,
+        description="Also run free recognition on every utterance, for speech that is not a command "
+        "(the LLM fallback); costs CPU while listening.",
+    )
 
     @model_validator(mode="after")
     def _vosk_needs_model(self) -> AsrConfig:

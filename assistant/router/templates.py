@@ -137,10 +137,40 @@ class Template:
         """Sentences this template accepts, slots filled with sample words."""
         return list(itertools.islice(_expand(self.items, self.slots), limit))
 
+    def spoken(self, limit: int = 64) -> list[str]:
+        """Sentences with every slot's sample values rotated through: the ASR's command corpus.
+
+        Empty when a slot takes free text (any words), which a command grammar cannot cover.
+        """
+        values = {name: slot.samples() for name, slot in self.slots.items()}
+        if any(not v for v in values.values()):
+            return []
+        out: dict[str, None] = {}
+        shapes = _expand(self.items, {n: _Placeholder(n) for n in self.slots})
+        for shape in itertools.islice(shapes, limit):
+            rounds = max((len(values[n]) for n in values if f"\x00{n}\x00" in shape), default=1)
+            for i in range(rounds):
+                text = shape
+                for name, vals in values.items():
+                    text = text.replace(f"\x00{name}\x00", vals[i % len(vals)])
+                out[text] = None
+        return list(out)
+
     def literal_words(self) -> set[str]:
         words: set[str] = set()
         _collect_words(self.items, words)
         return words
+
+
+class _Placeholder(Slot):
+    """Stands for a slot in a sentence shape; `Template.spoken` fills in the values."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+
+    def sample(self) -> str:
+        return f"\x00{self.name}\x00"
 
 
 def _expand(items: list[Any], slots: dict[str, Slot]) -> Iterator[str]:

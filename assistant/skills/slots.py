@@ -97,6 +97,10 @@ class Slot:
         """Words that parse as this slot: used for ASR phrase lists and the load-time conflict check."""
         return "something"
 
+    def samples(self) -> list[str]:
+        """Varied spoken values, for the ASR's command language model; empty for free text."""
+        return [self.sample()]
+
     def vocabulary(self) -> set[str]:
         """Words this slot can contain (for an ASR grammar)."""
         return set()
@@ -124,6 +128,9 @@ class Number(Slot):
 
     def sample(self) -> str:
         return "five"
+
+    def samples(self) -> list[str]:
+        return [*_UNITS[1:], *_TENS, "twenty five", "one hundred", "two point five", "a thousand"]
 
     def vocabulary(self) -> set[str]:
         return set(NUMBER_WORDS) | {"and", "a", "an"}
@@ -158,6 +165,12 @@ class Duration(Slot):
 
     def sample(self) -> str:
         return "five minutes"
+
+    def samples(self) -> list[str]:
+        units = ["second", "minute", "hour"]
+        out = [f"{n} {u}s" for n in ["two", "five", "ten", "fifteen", "twenty", "thirty", "forty five"] for u in units]
+        return [*out, "one minute", "a minute", "an hour", "one second", "half an hour", "an hour and a half",
+                "one minute and thirty seconds", "two and a half minutes", "ninety seconds"]  # fmt: skip
 
     def vocabulary(self) -> set[str]:
         return Number().vocabulary() | set(_UNIT_NAMES) | {"half", "quarter", "of"}
@@ -204,6 +217,10 @@ class Time(Slot):
 
     def sample(self) -> str:
         return "seven pm"
+
+    def samples(self) -> list[str]:
+        return ["seven pm", "six thirty", "noon", "midnight", "half past six", "quarter to eight", "ten o'clock",
+                "seven fifteen am", "eleven forty five pm", "five oh five"]  # fmt: skip
 
     def vocabulary(self) -> set[str]:
         return Number().vocabulary() | {
@@ -255,6 +272,10 @@ class Date(Slot):
     def sample(self) -> str:
         return "tomorrow"
 
+    def samples(self) -> list[str]:
+        return ["today", "tomorrow", "yesterday", *_WEEKDAYS, "next friday", "the first of december",
+                "march third", "the twenty second"]  # fmt: skip
+
     def vocabulary(self) -> set[str]:
         return set(_WEEKDAYS) | set(_MONTHS) | set(_ORDINALS) | {"today", "tomorrow", "yesterday", "next", "the", "of"}
 
@@ -300,6 +321,9 @@ class Enum(Slot):
     def sample(self) -> str:
         return next(iter(self.values), "nothing")
 
+    def samples(self) -> list[str]:
+        return list(self.values)
+
     def vocabulary(self) -> set[str]:
         return {w for v in self.values for w in v.split()}
 
@@ -309,9 +333,14 @@ class Text(Slot):
 
     kind = "text"
 
-    def __init__(self, *, validate: Callable[[str], Any] | None = None, **kw: Any):
+    def __init__(self, *, validate: Callable[[str], Any] | None = None, examples: Sequence[str] = (), **kw: Any):
         super().__init__(**kw)
         self.validate = validate
+        self.examples = [_norm_phrase(e) for e in examples]
+
+    def samples(self) -> list[str]:
+        """`examples` if given; without them such templates need free recognition."""
+        return list(self.examples)
 
     def parse(self, text: str, now: dt.datetime) -> Any | None:
         if self.validate is None:

@@ -1,0 +1,68 @@
+"""What every recognizer returns and what the voice loop needs from it."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+
+class AsrError(RuntimeError):
+    """A recognizer or model that cannot be used; the message names the file or key and the fix."""
+
+
+class Word(BaseModel):
+    word: str
+    confidence: float = Field(ge=0, le=1)
+    start_s: float = 0.0
+    end_s: float = 0.0
+
+
+class Transcript(BaseModel):
+    text: str
+    words: list[Word] = Field(default_factory=list)
+    confidence: float = Field(0.0, ge=0, le=1, description="Lowest word confidence (1.0 when none is known).")
+    grammar: bool = Field(description="From the command grammar (True) or free recognition (False).")
+
+
+class Recognition(BaseModel):
+    """Both passes of one utterance: the command grammar, and free recognition for the LLM fallback."""
+
+    command: Transcript | None = None
+    free: Transcript | None = None
+
+
+class Recognizer(Protocol):
+    """Streaming recognition of one utterance at a time, 16 kHz int16 frames in.
+
+    `start` begins an utterance (models stay loaded; recognizers are reused), `accept` takes audio,
+    `partial` is the current command hypothesis (cheap, called every frame), `final` ends it.
+    """
+
+    def start(self) -> None: ...
+
+    def accept(self, frame: np.ndarray) -> None: ...
+
+    def partial(self) -> str: ...
+
+    def final(self) -> Recognition: ...
+
+    @property
+    def problems(self) -> list[str]: ...
+
+
+class Spot(BaseModel):
+    phrase: str
+    lag_samples: int = Field(ge=0, description="How long before the end of the audio fed so far the phrase ended.")
+    start_lag_samples: int = Field(0, ge=0, description="How long before the end of the audio fed the phrase began.")
+
+
+class Spotter(Protocol):
+    """Keyphrase spotting on a continuous stream: the wake word, and "stop" during replies."""
+
+    def accept(self, frame: np.ndarray) -> Spot | None:
+        """The phrase heard in the audio so far, if one just fired."""
+        ...
+
+    def reset(self) -> None: ...

@@ -1,0 +1,77 @@
+"""espeak-ng from the `espeakng-loader` wheel (library + voice data, no apt), through ctypes.
+
+espeak-ng keeps global state, so one synthesizer per process, guarded by a lock.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from typing import Any
+
+import numpy as np
+
+from assistant.tts.base import TtsError
+
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_CHARS_UTF8 = 1
+_RATE_PARAM, _VOLUME_PARAM = 1, 2
+_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+_LOCK = threading.Lock()
+_STATE: dict[str, Any] = {}
+
+
+def _library() -> tuple[Any, int]:
+    if "lib" not in _STATE:
+        try:
+            import espeakng_loader
+        except ImportError as e:
+            raise TtsError(
+                "tts.engine = 'espeak' needs the espeakng-loader package: pip install espeakng-loader"
+            ) from e
+        lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        lib.espeak_Initialize.restype = ctypes.c_int
+        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), 0)
+        if rate <= 0:
+            raise TtsError(f"espeak-ng failed to initialize with data from {espeakng_loader.get_data_path()}")
+        chunks: list[np.ndarray] = []
+
+        def collect(wav: Any, n: int, events: Any) -> int:
+            if n > 0:
+                chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+            return 0
+
+        cb = _CALLBACK(collect)
+        lib.espeak_SetSynthCallback(cb)
+        _STATE.update(lib=lib, rate=rate, chunks=chunks, cb=cb, voice=None)
+    return _STATE["lib"], _STATE["rate"]
+
+
+class EspeakSynthesizer:
+    def __init__(self, voice: str = "en-us", rate_wpm: int = 175, volume: float = 1.0):
+        with _LOCK:
+            lib, self.rate = _library()
+            if lib.espeak_SetVoiceByName(voice.encode()) != 0:
+                raise TtsError(f"tts.voice = {voice!r} is not an espeak-ng voice (e.g. en-us, en-gb, ko, de, fr)")
+        self.voice, self.rate_wpm, self.volume = voice, rate_wpm, volume
+
+    def synthesize(self, text: str) -> np.ndarray:
+        data = text.encode()
+        with _LOCK:
+            lib, _ = _library()
+            chunks: list[np.ndarray] = _STATE["chunks"]
+            chunks.clear()
+            if _STATE["voice"] != self.voice:
+                lib.espeak_SetVoiceByName(self.voice.encode())
+                _STATE["voice"] = self.voice
+            lib.espeak_SetParameter(_RATE_PARAM, self.rate_wpm, 0)
+            err = lib.espeak_Synth(
+                ctypes.c_char_p(data), ctypes.c_size_t(len(data) + 1), 0, 0, 0, _CHARS_UTF8, None, None
+            )
+            lib.espeak_Synchronize()
+            if err != 0:
+                raise TtsError(f"espeak-ng synthesis failed (error {err})")
+            audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
+        if self.volume != 1.0:
+            audio = np.clip(audio.astype(np.float32) * self.volume, -32768, 32767).astype(np.int16)
+        return audio

