@@ -25,6 +25,12 @@ class Transcript(BaseModel):
     confidence: float = Field(0.0, ge=0, le=1, description="Lowest word confidence (1.0 when none is known).")
     grammar: bool = Field(description="From the command grammar (True) or free recognition (False).")
 
+    @classmethod
+    def of(cls, text: str, words: list[Word], grammar: bool) -> Transcript:
+        """A transcript whose confidence is that of its least certain word."""
+        low = min((w.confidence for w in words), default=1.0)
+        return cls(text=text, words=words, confidence=low, grammar=grammar)
+
 
 class Recognition(BaseModel):
     """Both passes of one utterance: the command grammar, and free recognition for the LLM fallback."""

@@ -60,9 +60,7 @@ def _transcript(decoder: Any, grammar: bool) -> Transcript | None:
         words.append(Word(word=seg.word.split("(")[0], confidence=min(1.0, max(0.0, conf)),
                           start_s=seg.start_frame * _FRAME_S, end_s=(seg.end_frame + 1) * _FRAME_S))  # fmt: skip
     text = " ".join(w.word for w in words) or hyp.hypstr
-    return Transcript(
-        text=text, words=words, confidence=min((w.confidence for w in words), default=1.0), grammar=grammar
-    )
+    return Transcript.of(text, words, grammar)
 
 
 class PocketSphinxRecognizer:

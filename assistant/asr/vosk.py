@@ -73,9 +73,7 @@ def _transcript(raw: str, grammar: bool) -> Transcript | None:
         Word(word=w["word"], confidence=float(w.get("conf", 1.0)), start_s=w.get("start", 0.0), end_s=w.get("end", 0.0))
         for w in res.get("result", [])
     ]
-    return Transcript(
-        text=text, words=words, confidence=min((w.confidence for w in words), default=1.0), grammar=grammar
-    )
+    return Transcript.of(text, words, grammar)
 
 
 class VoskRecognizer:

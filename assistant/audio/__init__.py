@@ -16,6 +16,7 @@ from assistant.audio.io import (
     frames,
     read_wav,
     resample,
+    to_int16,
     write_wav,
 )
 from assistant.audio.ring import RingBuffer
@@ -39,5 +40,6 @@ __all__ = [
     "load_vad",
     "read_wav",
     "resample",
+    "to_int16",
     "write_wav",
 ]

@@ -27,13 +27,18 @@ class AudioError(RuntimeError):
     """No usable audio device or file; the message names it and says how to fix it."""
 
 
+def to_int16(samples: np.ndarray) -> np.ndarray:
+    """Float samples on the int16 scale, rounded and clipped instead of wrapped around."""
+    return np.clip(np.rint(samples), -32768, 32767).astype(np.int16)
+
+
 def resample(samples: np.ndarray, rate: int, to: int = RATE) -> np.ndarray:
     if rate == to:
         return samples.astype(np.int16, copy=False)
     import soxr
 
     out = soxr.resample(samples.astype(np.float32), rate, to)
-    return np.clip(np.rint(out), -32768, 32767).astype(np.int16)
+    return to_int16(out)
 
 
 def read_wav(path: str | Path, rate: int = RATE) -> np.ndarray:

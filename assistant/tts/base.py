@@ -12,6 +12,15 @@ class TtsError(RuntimeError):
     """A voice or engine that cannot be used; the message says which and how to fix it."""
 
 
+def gain(audio: np.ndarray, volume: float) -> np.ndarray:
+    """`tts.volume` applied to int16 audio (clipped, never wrapped)."""
+    if volume == 1.0:
+        return audio
+    from assistant.audio.io import to_int16
+
+    return to_int16(audio.astype(np.float32) * volume)
+
+
 class Synthesizer(Protocol):
     rate: int
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from assistant.tts.base import TtsError
+from assistant.tts.base import TtsError, gain
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _CHARS_UTF8 = 1
@@ -72,6 +72,4 @@ class EspeakSynthesizer:
             if err != 0:
                 raise TtsError(f"espeak-ng synthesis failed (error {err})")
             audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
-        if self.volume != 1.0:
-            audio = np.clip(audio.astype(np.float32) * self.volume, -32768, 32767).astype(np.int16)
-        return audio
+        return gain(audio, self.volume)

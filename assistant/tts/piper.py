@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from assistant.tts.base import TtsError
+from assistant.tts.base import TtsError, gain
 
 
 def _voice_file(voice: str, model: Path | None) -> Path:
@@ -46,6 +46,4 @@ class PiperSynthesizer:
     def synthesize(self, text: str) -> np.ndarray:
         chunks = [c.audio_int16_array for c in self._voice.synthesize(text)]
         audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
-        if self.volume != 1.0:
-            audio = np.clip(audio.astype(np.float32) * self.volume, -32768, 32767).astype(np.int16)
-        return audio
+        return gain(audio, self.volume)

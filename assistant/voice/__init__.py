@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 from assistant.asr import Recognizer, Spot, Spotter, accept
 from assistant.asr.grammar import is_command, strip_wake, words_of
 from assistant.audio import FRAME, RATE, Endpointer, RingBuffer, Speaker
+from assistant.audio.vad import VadEvent
 from assistant.config.schema import AssistantConfig
 from assistant.pipeline import Assistant, Session, TurnResult
 from assistant.tts import SentenceSplitter, Synthesizer
@@ -180,19 +181,26 @@ class VoiceLoop:
 
     # --- states -------------------------------------------------------------------------------------
 
-    def _while_idle(self, spot: Spot | None, event: object) -> None:
-        if spot is not None and spot.phrase == self._wake and self._wake_required:
-            log.info("wake word at %.2f s", (self.position - spot.lag_samples) / RATE)
-            self._listen(self.position - spot.start_lag_samples, "wake_word", heard=self.endpointer.in_speech)
+    def _while_idle(self, spot: Spot | None, event: VadEvent | None) -> None:
+        if spot is not None and self._is_wake(spot):
+            self._listen_after(spot)
             return
         open_window = self.position <= self._follow_until or self.session.expecting_answer
-        if getattr(event, "kind", None) == "start" and (open_window or not self._wake_required):
-            start = max(0, getattr(event, "sample", self.position) - self._preroll // 2)
+        if event is not None and event.kind == "start" and (open_window or not self._wake_required):
+            start = max(0, event.sample - self._preroll // 2)
             self._listen(start, "follow_up" if open_window else "always", heard=True)
 
     @property
     def _wake_required(self) -> bool:
         return self.cfg.wake_word.enabled and self.spotter is not None
+
+    def _is_wake(self, spot: Spot) -> bool:
+        return spot.phrase == self._wake and self._wake_required
+
+    def _listen_after(self, spot: Spot) -> None:
+        """A new command starts at the wake phrase (the recognizer's grammar knows it; it is stripped)."""
+        log.info("wake word at %.2f s", (self.position - spot.lag_samples) / RATE)
+        self._listen(self.position - spot.start_lag_samples, "wake_word", heard=self.endpointer.in_speech)
 
     def _listen(self, start: int, woke_by: str, heard: bool) -> None:
         self.state = "listening"
@@ -207,24 +215,18 @@ class VoiceLoop:
         for i in range(0, len(backlog), FRAME):
             self.recognizer.accept(backlog[i : i + FRAME])
 
-    def _while_listening(self, frame: np.ndarray, spot: Spot | None, event: object) -> None:
+    def _while_listening(self, frame: np.ndarray, spot: Spot | None, event: VadEvent | None) -> None:
         # Speech in the follow-up window may still begin with the wake word: start after it.
-        if (
-            self._trace.woke_by == "follow_up"
-            and self._wake_required
-            and spot is not None
-            and spot.phrase == self._wake
-        ):
+        if self._trace.woke_by == "follow_up" and spot is not None and self._is_wake(spot):
             self.recognizer.final()
-            self._listen(self.position - spot.start_lag_samples, "wake_word", heard=self.endpointer.in_speech)
+            self._listen_after(spot)
             return
         self.recognizer.accept(frame)
-        kind = getattr(event, "kind", None)
-        if kind == "start":
+        if event is not None and event.kind == "start":
             self._heard = True
-            self._trace.speech_start_sample = getattr(event, "sample", self.position)
-        elif kind in ("end", "cut") and self._heard:
-            self._finish("hangover" if kind == "end" else "cut", getattr(event, "sample", self.position))
+            self._trace.speech_start_sample = event.sample
+        elif event is not None and self._heard:
+            self._finish("hangover" if event.kind == "end" else "cut", event.sample)
             return
         if not self._heard:
             if self.position - self._listen_from > self.cfg.vad.start_timeout_s * RATE:
@@ -327,7 +329,7 @@ class VoiceLoop:
         self._tts_idle.wait(2)
         self.speaker.stop()
         if spot.phrase == self._wake:
-            self._listen(self.position - spot.start_lag_samples, "wake_word", heard=self.endpointer.in_speech)
+            self._listen_after(spot)
         else:
             self.state = "idle"
             self.endpointer.reset()
@@ -348,9 +350,9 @@ class VoiceLoop:
                 self._enqueue(sentence, trace)
 
         try:
-            trace.route = time.monotonic()  # routing is inside ask(); corrected below from its timings
+            started = time.monotonic()  # routing happens first inside ask(); its timing says how long it took
             result: TurnResult = self.assistant.ask(trace.transcript, self.session, on_text=on_text, cancel=cancel)
-            trace.route = (trace.asr_final or trace.route) + result.timings_ms.get("route", 0) / 1000
+            trace.route = started + result.timings_ms.get("route", 0) / 1000
             trace.intent = result.route.intent
             trace.reply = result.text
             if not cancel.is_set():
@@ -399,7 +401,7 @@ class VoiceLoop:
                 trace.first_audio = time.monotonic()
 
     def _record(self, trace: TurnTrace) -> None:
-        if trace in self.traces:
+        if any(t is trace for t in self.traces):
             return
         self.traces.append(trace)
         del self.traces[:-100]
