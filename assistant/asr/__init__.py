@@ -35,10 +35,11 @@ def load_recognizer(cfg: AssistantConfig, router: Router) -> Recognizer:
         from assistant.asr.vosk import VoskRecognizer, model_dir
 
         return VoskRecognizer(model_dir(cfg.asr.model_path, cfg.asr.model_package), corpus, free=cfg.asr.free_pass)
-    from assistant.asr.pocketsphinx import PocketSphinxRecognizer
+    from assistant.asr.pocketsphinx import PocketSphinxRecognizer, read_cmn
 
     cache = Path(cfg.models.resolved_cache_dir) / "asr"
-    return PocketSphinxRecognizer(corpus, cache, free=cfg.asr.free_pass or not corpus)
+    cmn = read_cmn(cfg.wake_word.resolved_cmn_file)
+    return PocketSphinxRecognizer(corpus, cache, free=cfg.asr.free_pass or not corpus, cmn=cmn)
 
 
 def load_spotter(cfg: AssistantConfig) -> Spotter:
@@ -48,4 +49,4 @@ def load_spotter(cfg: AssistantConfig) -> Spotter:
     phrases = {cfg.wake_word.phrase.lower(): cfg.wake_word.threshold}
     for p in cfg.wake_word.stop_phrases:
         phrases.setdefault(p.lower(), cfg.wake_word.stop_threshold)
-    return KeyphraseSpotter(phrases)
+    return KeyphraseSpotter(phrases, cfg.wake_word.resolved_cmn_file)

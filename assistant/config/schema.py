@@ -120,6 +120,15 @@ class WakeWordConfig(Section):
         ["stop"], description="Phrases that interrupt a spoken reply (barge-in), besides the wake phrase."
     )
     stop_threshold: float = Field(1e-20, gt=0, lt=1, description="Keyphrase threshold of the stop phrases.")
+    cmn_file: AnyPath | None = Field(
+        None,
+        description="Where the spotter keeps the room's and voice's feature means between runs, so the first "
+        "wake word after a restart is heard; unset means `$XDG_STATE_HOME/assistant/asr-cmn.txt`.",
+    )
+
+    @property
+    def resolved_cmn_file(self) -> Path:
+        return self.cmn_file if self.cmn_file is not None else state_dir() / "asr-cmn.txt"
 
 
 class AsrConfig(Section):
@@ -333,6 +342,12 @@ class LatencyConfig(Section):
     route_ms: int = Field(20, ge=0, description="Transcript to routing decision.")
     first_token_ms: int = Field(500, ge=0, description="Routing decision to first LLM token.")
     first_audio_ms: int = Field(800, ge=0, description="End of speech to first reply audio.")
+
+
+def state_dir() -> Path:
+    """What the assistant learns at run time and keeps between runs (XDG state, not cache)."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "assistant"
 
 
 def _default_cache_dir() -> Path:

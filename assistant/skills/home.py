@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from importlib.metadata import entry_points
@@ -17,7 +16,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from assistant.config.schema import HomeConfig, HomeDevice
+from assistant.config.schema import HomeConfig, HomeDevice, state_dir
 
 log = logging.getLogger("assistant.home")
 
@@ -72,8 +71,7 @@ class LogSink:
 
 
 def _default_sink_path() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "assistant" / "home.jsonl"
+    return state_dir() / "home.jsonl"
 
 
 def make_sink(cfg: HomeConfig) -> HomeSink:

@@ -21,6 +21,38 @@ _LOCK = threading.Lock()
 _STATE: dict[str, Any] = {}
 
 
+class _Voice(ctypes.Structure):
+    """espeak_VOICE; `languages` is (priority byte, tag, NUL) repeated, ending with a zero byte."""
+
+    _fields_ = [("name", ctypes.c_char_p), ("languages", ctypes.c_void_p), ("identifier", ctypes.c_char_p),
+                ("gender", ctypes.c_ubyte), ("age", ctypes.c_ubyte), ("variant", ctypes.c_ubyte),
+                ("xx1", ctypes.c_ubyte), ("score", ctypes.c_int), ("spare", ctypes.c_void_p)]  # fmt: skip
+
+
+def _languages(voice: _Voice) -> list[str]:
+    out, addr = [], voice.languages
+    while addr and ctypes.c_ubyte.from_address(addr).value:  # priority byte, then the tag
+        tag = ctypes.string_at(addr + 1)
+        out.append(tag.decode().lower())
+        addr += len(tag) + 2
+    return out
+
+
+def _select(lib: Any, voice: str) -> bool:
+    """By voice name (en-us, ko), else by a voice's language tag (en-gb is the voice named "en")."""
+    if lib.espeak_SetVoiceByName(voice.encode()) == 0:
+        return True
+    lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_Voice))
+    voices = lib.espeak_ListVoices(None)
+    i = 0
+    while voices[i]:
+        v = voices[i].contents
+        if voice.lower() in _languages(v):
+            return bool(lib.espeak_SetVoiceByName(v.name) == 0)
+        i += 1
+    return False
+
+
 def _library() -> tuple[Any, int]:
     if "lib" not in _STATE:
         try:
@@ -51,8 +83,9 @@ class EspeakSynthesizer:
     def __init__(self, voice: str = "en-us", rate_wpm: int = 175, volume: float = 1.0):
         with _LOCK:
             lib, self.rate = _library()
-            if lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            if not _select(lib, voice):
                 raise TtsError(f"tts.voice = {voice!r} is not an espeak-ng voice (e.g. en-us, en-gb, ko, de, fr)")
+            _STATE["voice"] = voice
         self.voice, self.rate_wpm, self.volume = voice, rate_wpm, volume
 
     def synthesize(self, text: str) -> np.ndarray:
@@ -62,7 +95,7 @@ class EspeakSynthesizer:
             chunks: list[np.ndarray] = _STATE["chunks"]
             chunks.clear()
             if _STATE["voice"] != self.voice:
-                lib.espeak_SetVoiceByName(self.voice.encode())
+                _select(lib, self.voice)
                 _STATE["voice"] = self.voice
             lib.espeak_SetParameter(_RATE_PARAM, self.rate_wpm, 0)
             err = lib.espeak_Synth(

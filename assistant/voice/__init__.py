@@ -117,6 +117,7 @@ class VoiceLoop:
         self._wake = self.cfg.wake_word.phrase.lower()
         self._preroll = self.cfg.audio.preroll_ms * RATE // 1000
         self._contended = False
+        self._spotting = False
         assistant.on_announcement(lambda skill, text: self.say(text))
 
     # --- input ---------------------------------------------------------------------------------------
@@ -128,14 +129,34 @@ class VoiceLoop:
         self.position += len(frame)
         self._fed.append((self.position, now))
         event = self.endpointer.process(frame)
-        # The spotter hears the whole stream (RTF ~0.03): gaps would upset its running statistics.
-        spot = self.spotter.accept(frame) if self.spotter is not None else None
+        spot = self._spot(frame, event)
         if self.state == "responding":
             self._while_responding(spot)
         elif self.state == "idle":
             self._while_idle(spot, event)
         else:
             self._while_listening(frame, spot, event)
+
+    def _spot(self, frame: np.ndarray, event: VadEvent | None) -> Spot | None:
+        """The spotter hears speech only, from a little before the VAD's start to its end.
+
+        Noise between utterances would pull its running feature means away from speech (measured:
+        after 10 s of noise, 0-2 of 6 wake words were heard; gated, 6 of 6). It also saves CPU.
+        """
+        if self.spotter is None:
+            return None
+        if event is not None and event.kind == "start":
+            if self._spotting:
+                self.spotter.reset()
+            self._spotting = True
+            return self.spotter.accept(self.ring.since(max(0, event.sample - self._preroll // 2)))
+        if not self._spotting:
+            return None
+        spot = self.spotter.accept(frame)
+        if not self.endpointer.in_speech:  # ended, cut, or reset by the loop
+            self.spotter.reset()
+            self._spotting = False
+        return spot
 
     def run(self, frames: Iterable[np.ndarray]) -> None:
         for frame in frames:
