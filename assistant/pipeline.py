@@ -105,6 +105,10 @@ class Assistant:
     def load(cls, cfg: AssistantConfig, store: ModelStore | None = None, reporter: Reporter | None = None) -> Assistant:
         return cls(cfg, load_engine(cfg, store, reporter))
 
+    def warm(self) -> list[str]:
+        """Prefill the LLM skills' prompts now rather than on their first turn; returns their names."""
+        return self.runtime.warm()
+
     @property
     def problems(self) -> list[str]:
         return [str(p) for p in self.runtime.problems] + self.router.problems

@@ -125,3 +125,17 @@ def test_unspeakable_reply_becomes_an_apology(engine: LlamaCppEngine) -> None:
 
     result = Assistant(AssistantConfig(), EmojiEngine()).ask("Show me noodles.")  # type: ignore[arg-type]
     assert result.text == FALLBACK_REPLY
+
+
+def test_warm_prefills_the_chat_prompt_before_the_first_turn(engine: LlamaCppEngine) -> None:
+    def fresh(prompt: str) -> Assistant:
+        cfg = AssistantConfig()
+        cfg.engine.system_prompt, cfg.skills.classifier = prompt, False
+        return Assistant(cfg, engine)
+
+    cold = fresh("Pebble speaking: a terse kitchen helper who answers in one short sentence.").ask("Name a fruit.")
+    warm = fresh("Quartz here, a calm garden helper who replies with one brief sentence.")
+    assert warm.warm()[0] == "chat"
+    result = warm.ask("Name a fruit.")
+    assert cold.stats is not None and result.stats is not None
+    assert result.stats.cached_tokens >= cold.stats.cached_tokens + 10  # the whole system prompt, not just the template

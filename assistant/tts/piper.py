@@ -27,7 +27,8 @@ def _voice_file(voice: str, model: Path | None) -> Path:
 
 
 class PiperSynthesizer:
-    def __init__(self, voice: str, model: Path | None = None, volume: float = 1.0):
+    def __init__(self, voice: str, model: Path | None = None, volume: float = 1.0, *, deterministic: bool = False):
+        """`deterministic` turns off Piper's sampled prosody noise: the same text gives the same audio."""
         try:
             from piper import PiperVoice
         except ImportError as e:
@@ -42,8 +43,13 @@ class PiperSynthesizer:
             raise TtsError(f"Piper voice {path} cannot be loaded: {e}") from e
         self.rate = int(self._voice.config.sample_rate)
         self.volume = volume
+        self._syn: Any = None
+        if deterministic:
+            from piper import SynthesisConfig
+
+            self._syn = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
 
     def synthesize(self, text: str) -> np.ndarray:
-        chunks = [c.audio_int16_array for c in self._voice.synthesize(text)]
+        chunks = [c.audio_int16_array for c in self._voice.synthesize(text, syn_config=self._syn)]
         audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
         return gain(audio, self.volume)

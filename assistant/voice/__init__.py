@@ -51,6 +51,7 @@ class TurnTrace(BaseModel):
     route: float | None = None
     first_token: float | None = None
     first_audio: float | None = None
+    generated: float | None = Field(None, description="When the reply text was complete (the LLM finished).")
     done: float | None = None
     transcript: str = ""
     source: Literal["command", "free", "text", "none"] = "none"
@@ -173,18 +174,13 @@ class VoiceLoop:
     def wait_idle(self, timeout: float = 120) -> bool:
         """Until the turn and its audio are done (for headless runs and tests)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if (
-                self._turn_done.is_set()
-                and self._tts_idle.is_set()
-                and self._tts_q.empty()
-                and not self.speaker.playing
-            ):
-                if self.state == "responding":
-                    self._end_turn()
-                return True
+        while not self._quiet():
+            if time.monotonic() >= deadline:
+                return False
             time.sleep(0.005)
-        return False
+        if self.state == "responding":
+            self._end_turn()
+        return True
 
     def backlog(self, frames: int) -> None:
         """The live capture reports how far behind we are: the LLM yields cores while the ASR catches up."""
@@ -374,6 +370,7 @@ class VoiceLoop:
             started = time.monotonic()  # routing happens first inside ask(); its timing says how long it took
             result: TurnResult = self.assistant.ask(trace.transcript, self.session, on_text=on_text, cancel=cancel)
             trace.route = started + result.timings_ms.get("route", 0) / 1000
+            trace.generated = time.monotonic()
             trace.intent = result.route.intent
             trace.reply = result.text
             if not cancel.is_set():
