@@ -30,6 +30,26 @@ fi
 PY="$VENV/bin/python"
 "$PY" -m pip install --quiet --upgrade pip
 
+# --- system audio libraries (Debian/Ubuntu, when run as root) ------------------
+# PortAudio for the live microphone and speaker (`assistant run`); for the tests also PulseAudio and
+# ALSA's pulse plugin, which give the live-stream test a virtual sound card. Without them the
+# assistant still runs headless (--wav/--text) and that test skips, saying why.
+debs="libportaudio2"
+case ",$EXTRAS," in *,test,*) debs="$debs pulseaudio libasound2-plugins" ;; esac
+missing=""
+for deb in $debs; do
+    dpkg-query -W -f='${Status}' "$deb" 2>/dev/null | grep -q "ok installed" || missing="$missing $deb"
+done
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+        echo "==> installing system audio packages:$missing"
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null; } \
+            || echo "    (could not install$missing: live audio is unavailable, headless use is not affected)"
+    else
+        echo "==> note: live audio needs the system packages$missing (apt-get install$missing as root)"
+    fi
+fi
+
 # --- llama-cpp-python, built once per (version, flags, CPU, python) ----------
 cmake_args="-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DGGML_LLAMAFILE=OFF"
 if [ "$(uname -m)" = "x86_64" ]; then

@@ -228,6 +228,28 @@ def test_spotter_keeps_the_learned_feature_means_between_runs(tmp_path: Path, ca
     KeyphraseSpotter({"hey computer": 1e-40}, path)  # a corrupt file is not fatal
 
 
+def test_noise_in_the_follow_up_window_does_not_start_a_turn(local: Assistant) -> None:
+    loop = _loop(local, wake_word=True)
+    t = np.arange(RATE * 2) / RATE
+    swell = np.abs(np.sin(2 * np.pi * 1.5 * t))
+    # Sounds the VAD takes for speech (white, pink and modulated noise it rejects): a hum, a chord.
+    hum = 3000 * np.sin(2 * np.pi * 150 * t + 3 * np.sin(2 * np.pi * 4 * t)) * swell
+    chord = 2000 * sum(np.sin(2 * np.pi * f * t) for f in (220, 277, 330)) * swell
+    try:
+        audio, _ = speech("hey computer, what time is it", "piper")
+        loop.run(frames(np.concatenate([_noise(RATE, 0), audio])))
+        loop.end_of_input()
+        assert loop.traces[-1].intent == "clock.time"
+        for i, burst in enumerate((hum, chord)):  # inside the follow-up window
+            loop.run(frames(np.concatenate([_noise(RATE // 2, i), burst.astype(np.int16), _noise(RATE, 2)])))
+            loop.end_of_input()
+    finally:
+        loop.close()
+    after = loop.traces[1:]
+    assert len(after) == 2 and all(t.woke_by == "follow_up" for t in after)  # the VAD did take it for speech
+    assert all(t.source == "none" and t.intent is None and "noise" in t.reason for t in after), after
+
+
 def test_reply_is_spoken_and_the_trace_is_complete(local: Assistant, tmp_path: Path) -> None:
     speaker = BufferSpeaker()
     loop = _loop(local, speaker, wake_word=False)

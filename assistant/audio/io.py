@@ -163,6 +163,10 @@ class Microphone:
 class Speaker(Protocol):
     """Where reply audio goes. `play` queues and returns; `stop` silences at once (barge-in)."""
 
+    def prepare(self, rate: int) -> None:
+        """Open the output now, at the voice's rate, so the first reply does not wait for it."""
+        ...
+
     def play(self, samples: np.ndarray, rate: int) -> None: ...
 
     def stop(self) -> None: ...
@@ -179,6 +183,9 @@ class BufferSpeaker:
     def __init__(self) -> None:
         self.chunks: list[np.ndarray] = []
         self.rate = 0
+
+    def prepare(self, rate: int) -> None:
+        pass
 
     def play(self, samples: np.ndarray, rate: int) -> None:
         self.rate = rate
@@ -210,6 +217,9 @@ class _QueuedSpeaker:
         self._idle = threading.Event()
         self._idle.set()
         self.stopped_at: float | None = None
+
+    def prepare(self, rate: int) -> None:
+        pass
 
     def play(self, samples: np.ndarray, rate: int) -> None:
         with self._lock:
@@ -292,6 +302,11 @@ class SoundDeviceSpeaker(_QueuedSpeaker):
         _check_device(self._sd, device, "output")
         self._stream: Any = None
         self._rate = 0
+
+    def prepare(self, rate: int) -> None:
+        """The first stream of a process can take 0.6-1.7 s to start (measured on PulseAudio)."""
+        if self._stream is None or rate != self._rate:
+            self._open(rate)
 
     def play(self, samples: np.ndarray, rate: int) -> None:
         if self._stream is None or rate != self._rate:

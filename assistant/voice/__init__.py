@@ -119,6 +119,7 @@ class VoiceLoop:
         self._preroll = self.cfg.audio.preroll_ms * RATE // 1000
         self._contended = False
         self._spotting = False
+        speaker.prepare(tts.rate)
         assistant.on_announcement(lambda skill, text: self.say(text))
 
     # --- input ---------------------------------------------------------------------------------------
@@ -281,8 +282,10 @@ class VoiceLoop:
                          expecting_answer=self.session.expecting_answer)  # fmt: skip
         if ok and rec.command is not None:
             trace.transcript, trace.source = rec.command.text, "command"
-        elif rec.free is not None and rec.free.text.strip():
+        elif rec.free is not None and self._free_is_speech(rec.free.text, trace):
             trace.transcript, trace.source = rec.free.text, "free"
+        else:
+            why = f"{why}; free pass {rec.free.text if rec.free else ''!r} taken for noise"
         trace.reason = why
         if not trace.transcript:
             log.info("nothing recognized (%s)", why)
@@ -292,6 +295,16 @@ class VoiceLoop:
             return
         log.info("heard %r (%s: %s)", trace.transcript, trace.source, why)
         self._respond(trace)
+
+    def _free_is_speech(self, text: str, trace: TurnTrace) -> bool:
+        """Whether free text without a command match goes on to the router and the LLM.
+
+        Without the wake word (follow-up window, or no wake word configured) a single word is noise:
+        bursts of noise decode to one word ("thigh", "poop"; 3 of 3 measured) and would start an LLM
+        turn. Answers to a question ("yes") reach the skill through the command grammar.
+        """
+        n = len(words_of(text))
+        return n >= 2 or (n == 1 and (trace.woke_by == "wake_word" or self.session.expecting_answer))
 
     def inject_text(self, text: str, timeout: float = 120, *, wait: bool = True) -> TurnTrace:
         """A turn from text (ASR skipped), spoken through the same TTS path."""
