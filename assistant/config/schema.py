@@ -178,7 +178,11 @@ class TtsConfig(Section):
     """Spoken replies."""
 
     engine: Literal["espeak", "piper"] = Field("espeak", description="`espeak` (espeak-ng wheel) or `piper`.")
-    voice: str = Field("en-us", min_length=1, description="espeak-ng voice name or language tag (en-us, en-gb, ko), or the Piper voice package.")
+    voice: str = Field(
+        "en-us",
+        min_length=1,
+        description="espeak-ng voice name or language tag (en-us, en-gb, ko), or the Piper voice package.",
+    )
     rate_wpm: int = Field(175, ge=80, le=450, description="Speaking rate in words per minute (espeak).")
     volume: float = Field(1.0, ge=0, le=2, description="Output gain.")
     piper_model: ExistingFile | None = Field(
