@@ -32,6 +32,15 @@ _WHERE = "[(in|on) the {room}]"
 SLOTS = {"device": _DEVICE, "room": _ROOM}
 
 
+def command_messages(devices: list[HomeDevice], utterance: str) -> list[ChatMessage]:
+    """The prompt for free phrasing; the adapter's training data (adapters/home) is built with it too."""
+    listed = "; ".join(f"{d.name} ({d.kind}{', ' + d.room if d.room else ''})" for d in devices)
+    return [
+        ChatMessage(role="system", content=f"{SYSTEM_PROMPT} Devices: {listed}."),
+        ChatMessage(role="user", content=utterance),
+    ]
+
+
 def _run(ctx: Context, action: str, value: float | None = None) -> Reply:
     command = HomeCommand(device=ctx.slots["device"], action=action, value=value, room=ctx.slots.get("room"))  # type: ignore[arg-type]
     return _done(ctx.home.execute(command), command)
@@ -146,12 +155,7 @@ def unlock(ctx: Context) -> Reply:
 )
 def free_command(ctx: Context) -> Reply:
     """Turn free phrasing into a device command with the LLM."""
-    devices = "; ".join(f"{d.name} ({d.kind}{', ' + d.room if d.room else ''})" for d in ctx.home.devices)
-    if not devices:
+    if not ctx.home.devices:
         return Reply(text="No devices are configured.")
-    messages = [
-        ChatMessage(role="system", content=f"{SYSTEM_PROMPT} Devices: {devices}."),
-        ChatMessage(role="user", content=ctx.utterance),
-    ]
-    command = ctx.llm.json(messages, HomeCommand)
+    command = ctx.llm.json(command_messages(ctx.home.devices, ctx.utterance), HomeCommand)
     return _done(ctx.home.execute(command), command)

@@ -31,6 +31,14 @@ def default_model_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def base_sha() -> str:
+    """sha256 of the default base model, as adapters record it."""
+    sha = ModelStore().get(DEFAULT_MODEL).sha256
+    assert sha is not None
+    return sha
+
+
+@pytest.fixture(scope="session")
 def engine(default_model_path: Path) -> Iterator[object]:
     from assistant.engine.llama_cpp import LlamaCppEngine
 

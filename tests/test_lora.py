@@ -11,7 +11,6 @@ from assistant.config import load_config
 from assistant.engine import ChatMessage, load_engine
 from assistant.engine.llama_cpp import LlamaCppEngine
 from assistant.engine.lora import AdapterError
-from assistant.modelstore import ModelStore
 
 from .conftest import DEFAULT_MODEL
 from .lora_util import make_lora
@@ -22,13 +21,6 @@ def chat(system: str, text: str) -> list[ChatMessage]:
 
 
 QUESTION = chat("You are a concise assistant.", "What is the capital of France?")
-
-
-@pytest.fixture(scope="module")
-def base_sha() -> str:
-    sha = ModelStore().get(DEFAULT_MODEL).sha256
-    assert sha is not None
-    return sha
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -20,13 +20,18 @@ from assistant.config import AssistantConfig, ConfigError, load_config
 from assistant.engine import EngineError
 from assistant.modelstore import ModelError, ModelManifest, ModelStore
 
+if TYPE_CHECKING:
+    from assistant.adapters import AdapterProject
+
 app = typer.Typer(help="On-device voice assistant.", no_args_is_help=True, add_completion=False)
 config_app = typer.Typer(help="Check and show the integrator configuration.", no_args_is_help=True)
 models_app = typer.Typer(help="List, verify and prepare model files.", no_args_is_help=True)
 skill_app = typer.Typer(help="Create, list and test skills.", no_args_is_help=True)
+adapters_app = typer.Typer(help="Train, convert and evaluate per-skill LoRA adapters.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
 app.add_typer(skill_app, name="skill")
+app.add_typer(adapters_app, name="adapters")
 
 # Piped output is read by scripts: never truncate it to a guessed 80 columns.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -349,6 +354,85 @@ def config_reference(
     readme = bundled_dir("models").parent / "README.md"
     readme.write_text(splice_readme(readme.read_text(), reference))
     out.print(f"wrote {default} and {readme}")
+
+
+# --- adapters -----------------------------------------------------------------
+
+
+def _adapter_skill(name: str, config: Path | None) -> tuple[AssistantConfig, AdapterProject, Path, str]:
+    from assistant.adapters import AdapterProject
+
+    cfg = _load(config)
+    try:
+        skill = AdapterProject(name)
+    except EngineError as exc:
+        raise _fail(str(exc), 2) from None
+    store = ModelStore.from_config(cfg)
+    try:
+        manifest = store.get(skill.recipe.base_model)
+        base = store.locate(manifest)
+    except ModelError as exc:
+        raise _fail(str(exc)) from None
+    if manifest.sha256 is None:
+        raise _fail(f"base model {manifest.name} has no sha256 to record in the adapter manifest")
+    return cfg, skill, base, manifest.sha256
+
+
+@adapters_app.command("train")
+def adapters_train(
+    skill: Annotated[str, typer.Argument(help="Skill name: its recipe and data live in adapters/SKILL/.")],
+    config: ConfigOpt = None,
+    examples: Annotated[int | None, typer.Option(help="Train on this many examples (default: the recipe's).")] = None,
+) -> None:
+    """Train the skill's LoRA with peft, convert it to GGUF with a manifest, and check the runtime matches."""
+    from assistant.adapters import train_skill
+
+    cfg, sk, base, sha = _adapter_skill(skill, config)
+    data = sk.train_examples(examples)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+                  TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn(), console=err) as bar:  # fmt: skip
+        task = bar.add_task(f"training {skill} ({len(data)} examples)", total=None, loss=float("nan"))
+
+        def step(i: int, total: int, loss: float) -> None:
+            bar.update(task, completed=i, total=total, loss=loss)
+
+        try:
+            report = train_skill(sk, base, sha, threads=cfg.engine.threads.target, examples=data, on_step=step)
+        except EngineError as exc:
+            raise _fail(str(exc)) from None
+    t = report.train
+    out.print(f"trained {t.steps} steps on {t.examples} examples in {t.seconds:.0f} s "
+              f"(loss {t.first_loss:.3f} -> {t.final_loss:.3f}; {t.skipped_too_long} too long)")  # fmt: skip
+    out.print(f"wrote {sk.dir / 'peft'} (safetensors) and {report.gguf} (+ manifest)")
+    for prompt, ref, got in report.parity:
+        mark = "same" if ref == got else "DIFFERENT"
+        out.print(f"parity {mark}: {prompt!r}: peft {ref!r} / runtime {got!r}")
+    if not report.parity_ok:
+        raise _fail("the converted adapter does not reproduce the peft model's greedy output on most prompts")
+
+
+@adapters_app.command("eval")
+def adapters_eval(
+    skill: Annotated[str, typer.Argument(help="Skill name (adapters/SKILL/).")],
+    config: ConfigOpt = None,
+) -> None:
+    """Base model vs the skill's adapter on its held-out set; writes eval.json and the README table."""
+    from assistant.adapters import evaluate, write_report
+    from assistant.engine.llama_cpp import LlamaCppEngine
+
+    cfg, sk, base, sha = _adapter_skill(skill, config)
+    threads = cfg.engine.threads
+    engine = LlamaCppEngine(base, name=sk.recipe.base_model, base_sha256=sha, threads=threads.target,
+                            threads_batch=threads.target_batch)  # fmt: skip
+    try:
+        report = evaluate(sk, engine, sk.adapter_path)
+    except EngineError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        engine.close()
+    path = write_report(sk, report)
+    out.print(report.table())
+    out.print(f"wrote {path}")
 
 
 # --- models -----------------------------------------------------------------

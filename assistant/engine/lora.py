@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -73,8 +74,9 @@ def write_gguf_lora(
     *,
     architecture: str,
     alpha: float,
-    pairs: dict[str, tuple[object, object]],
+    pairs: Mapping[str, tuple[object, object]],
     manifest: AdapterManifest | None = None,
+    dtype: str = "float32",
 ) -> None:
     """Write a GGUF LoRA that llama.cpp loads at run time (and its sidecar manifest).
 
@@ -89,7 +91,7 @@ def write_gguf_lora(
     writer.add_string("adapter.type", "lora")
     writer.add_float32("adapter.lora.alpha", float(alpha))
     for name, (a, b) in pairs.items():
-        a32, b32 = np.ascontiguousarray(a, dtype=np.float32), np.ascontiguousarray(b, dtype=np.float32)
+        a32, b32 = np.ascontiguousarray(a, dtype=dtype), np.ascontiguousarray(b, dtype=dtype)
         if a32.ndim != 2 or b32.ndim != 2 or a32.shape[0] != b32.shape[1]:
             raise ValueError(f"{name}: A {a32.shape} and B {b32.shape} do not form a LoRA pair")
         writer.add_tensor(f"{name}.lora_a", a32)
