@@ -115,3 +115,14 @@ def test_route_is_explained(builtin: Assistant) -> None:
     assert missing.intent == "timer.set" and missing.missing == ["duration"]
     chat = builtin.route("who wrote hamlet", now=NOW)
     assert chat.stage == "fallback" and chat.intent == "chat.answer" and "no template" in chat.reason
+
+
+def test_an_intents_own_example_word_for_word_needs_no_llm_confirmation() -> None:
+    from assistant.router.classifier import LlmClassifier
+
+    assistant = Assistant(load_config(Path(__file__).parent / "data" / "routing-config.toml"), None)
+    classifier = LlmClassifier(None, assistant.runtime.intents(), assistant.router.templates)
+    label, score, reason = classifier.classify("Let some light in", normalize("Let some light in"))
+    assert label == "home.command" and score == 1.0 and "examples" in reason
+    label, _, reason = classifier.classify("let a little light in", normalize("let a little light in"))
+    assert label is None and "no LLM to confirm" in reason  # close is not the same: still needs the LLM

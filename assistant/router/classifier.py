@@ -74,6 +74,10 @@ class LlmClassifier:
             best = f"'{near[0][0]}' {near[0][2]:.0f}%" if near else "none"
             return None, 0.0, f"no example is close (best {best} < {self.min_similarity:.0f}%)"
         proposals = ", ".join(f"{label} ('{ex}' {score:.0f}%)" for ex, label, score in near)
+        if near[0][2] >= 100 and (len(near) == 1 or near[1][2] < 100):
+            # Word for word one of the intent's own examples: not a guess, and the small base model
+            # was measured to send even these to chat ("let some light in" -> chat).
+            return near[0][1], 1.0, f"'{near[0][0]}' is one of {near[0][1]}'s examples"
         if self.engine is None:
             return None, 0.0, f"nearest examples: {proposals}; no LLM to confirm"
         labels = [label for _, label, _ in near]
