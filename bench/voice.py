@@ -39,22 +39,8 @@ from assistant.pipeline import Assistant
 from assistant.voice import TurnTrace, VoiceLoop
 from assistant.voice.build import build_voice
 from bench.report import emit
-from tests.voice_audio import speech
+from tests.voice_audio import COMMANDS, speech
 
-LOCAL = [
-    ("what time is it", "clock.time"),
-    ("what's the date today", "clock.date"),
-    ("set a timer for five minutes", "timer.set"),
-    ("set a timer for ten seconds", "timer.set"),
-    ("how much time is left on the timer", "timer.list"),
-    ("cancel the timer", "timer.cancel"),
-    ("what is seven times eight", "calculator.calculate"),
-    ("what is two plus two", "calculator.calculate"),
-    ("list my timers", "timer.list"),
-    ("what day is it", "clock.date"),
-    ("do you have the time", "clock.time"),
-    ("what is twelve divided by four", "calculator.calculate"),
-]
 QUESTIONS = [
     "tell me a joke about cats",
     "why is the sky blue",
@@ -143,10 +129,11 @@ def paced_turns(
 
 
 def _quiet_loop(assistant: Assistant) -> VoiceLoop:
-    cfg = assistant.cfg.model_copy(deep=True)
-    cfg.wake_word.follow_up_window_s = 0  # every turn needs its wake word: the bench counts them
-    cfg.logging.trace_file = None
-    return build_voice(Assistant(cfg, assistant.engine, runtime=assistant.runtime), BufferSpeaker(), wake_word=True)
+    def quiet(cfg: AssistantConfig) -> None:
+        cfg.wake_word.follow_up_window_s = 0  # every turn needs its wake word: the bench counts them
+        cfg.logging.trace_file = None
+
+    return build_voice(_with(assistant, quiet), BufferSpeaker(), wake_word=True)
 
 
 def _with(assistant: Assistant, edit: Callable[[AssistantConfig], None]) -> Assistant:
@@ -157,7 +144,7 @@ def _with(assistant: Assistant, edit: Callable[[AssistantConfig], None]) -> Assi
 
 def stage_costs(cfg: AssistantConfig, assistant: Assistant) -> dict[str, Any]:
     """CPU time per audio time of each stage, over the local set said by Piper."""
-    said = [_said(f"hey computer, {t}", "piper", i)[0] for i, (t, _) in enumerate(LOCAL)]
+    said = [_said(f"hey computer, {t}", "piper", i)[0] for i, (t, _) in enumerate(COMMANDS)]
     audio = np.concatenate(said)
     seconds = len(audio) / RATE
     out: dict[str, float] = {}
@@ -193,7 +180,7 @@ def false_accepts(assistant: Assistant) -> tuple[int, float]:
     n, seconds = 0, 0.0
     try:
         for v, voice in enumerate(VOICES):
-            for i, (text, _) in enumerate(LOCAL):
+            for i, (text, _) in enumerate(COMMANDS):
                 audio = np.concatenate([_said(text, voice, 100 * v + i)[0], _noise(1.0, i)])
                 seconds += len(audio) / RATE
                 before = len(loop.traces)
@@ -234,11 +221,11 @@ def main() -> None:
 
     loop = _quiet_loop(assistant)
     try:
-        local, _ = paced_turns(loop, [t for t, _ in LOCAL], report_backlog=True)
+        local, _ = paced_turns(loop, [t for t, _ in COMMANDS], report_backlog=True)
     finally:
         loop.close()
     lat, traces = _summary(local)
-    expected = dict(LOCAL)
+    expected = dict(COMMANDS)
     for text, trace, latency in local:
         got = trace.intent if trace else None
         mark = "ok " if got == expected[text] else "MISS"
@@ -257,7 +244,7 @@ def main() -> None:
     base = _with(assistant, lambda c: setattr(c.vad, "early_end_ms", c.vad.hangover_ms))
     loop = _quiet_loop(base)
     try:
-        hang, _ = paced_turns(loop, [t for t, _ in LOCAL[:6]], report_backlog=True, seed=50)
+        hang, _ = paced_turns(loop, [t for t, _ in COMMANDS[:6]], report_backlog=True, seed=50)
     finally:
         loop.close()
     hang_lat, _ = _summary(hang)

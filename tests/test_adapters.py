@@ -47,7 +47,7 @@ def test_a_leaking_generator_and_a_bad_recipe_are_refused(tmp_path: Path) -> Non
     src = AdapterProject("home").dir
     shutil.copytree(src, tmp_path / "home", ignore=shutil.ignore_patterns("peft", "*.gguf", "eval.json"))
     dataset = tmp_path / "home" / "dataset.py"
-    dataset.write_text(dataset.read_text().replace("if text not in held:", "if True:"))
+    dataset.write_text(dataset.read_text().replace("if utterance_key(example) not in held:", "if True:"))
     with pytest.raises(AdapterError, match="held-out examples are in the training set"):
         AdapterProject("home", tmp_path).train_examples(480)
     recipe = tmp_path / "home" / "recipe.toml"

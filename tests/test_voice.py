@@ -32,7 +32,7 @@ from assistant.skills import Context, Skill
 from assistant.tts import SentenceSplitter, TtsError, load_tts
 from assistant.voice import VoiceLoop
 from assistant.voice.build import build_voice
-from tests.voice_audio import speech
+from tests.voice_audio import COMMANDS, speech
 
 pytest.importorskip("pocketsphinx")
 
@@ -99,21 +99,6 @@ def test_webrtc_vad_is_an_option() -> None:
 
 
 # --- English commands through the whole pipeline --------------------------------------------------------
-
-COMMANDS = [
-    ("what time is it", "clock.time"),
-    ("what's the date today", "clock.date"),
-    ("set a timer for five minutes", "timer.set"),
-    ("set a timer for ten seconds", "timer.set"),
-    ("how much time is left on the timer", "timer.list"),
-    ("cancel the timer", "timer.cancel"),
-    ("what is seven times eight", "calculator.calculate"),
-    ("what is two plus two", "calculator.calculate"),
-    ("list my timers", "timer.list"),
-    ("what day is it", "clock.date"),
-    ("do you have the time", "clock.time"),
-    ("what is twelve divided by four", "calculator.calculate"),
-]
 
 
 def test_spoken_commands_with_noise_reach_their_intents(local: Assistant) -> None:

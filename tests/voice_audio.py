@@ -40,3 +40,20 @@ def speech(
         rms = float(np.sqrt(np.mean(x[lead : lead + end] ** 2)))
         x = x + np.random.default_rng(seed).normal(0, rms / 10 ** (snr_db / 20), len(x))
     return np.clip(x, -32768, 32767).astype(np.int16), lead + end
+
+
+# Spoken commands and the intents they must reach (the voice tests and bench.voice).
+COMMANDS = [
+    ("what time is it", "clock.time"),
+    ("what's the date today", "clock.date"),
+    ("set a timer for five minutes", "timer.set"),
+    ("set a timer for ten seconds", "timer.set"),
+    ("how much time is left on the timer", "timer.list"),
+    ("cancel the timer", "timer.cancel"),
+    ("what is seven times eight", "calculator.calculate"),
+    ("what is two plus two", "calculator.calculate"),
+    ("list my timers", "timer.list"),
+    ("what day is it", "clock.date"),
+    ("do you have the time", "clock.time"),
+    ("what is twelve divided by four", "calculator.calculate"),
+]

@@ -11,7 +11,7 @@ import random
 import tomllib
 from pathlib import Path
 
-from assistant.adapters.recipe import Example
+from assistant.adapters.recipe import Example, utterance_key
 from assistant.config.schema import HomeConfig, HomeDevice
 from assistant.skills.home import Home, HomeCommand, HomeError
 from assistant.skills.llm import json_grammar
@@ -146,7 +146,7 @@ def _example(utterance: str, device: HomeDevice, action: str, value: float | Non
 
 def train_examples(seed: int, n: int) -> list[Example]:
     rng = random.Random(seed)
-    held = {e.messages[-1].content for e in heldout_examples()}
+    held = {utterance_key(e) for e in heldout_examples()}
     out: list[Example] = []
     pool = [
         (d, action, p)
@@ -167,9 +167,9 @@ def train_examples(seed: int, n: int) -> list[Example]:
         text = phrasing.format(
             d=name, r=device.room or "", n=f"{value:g}" if value else "", t=f"{value:g}" if value else ""
         )
-        text = " ".join(text.split())
-        if text not in held:  # the generator may hit a held-out wording ("lock the door"): never train on it
-            out.append(_example(text, device, action, value))
+        example = _example(" ".join(text.split()), device, action, value)
+        if utterance_key(example) not in held:  # the generator may hit a held-out wording ("lock the door")
+            out.append(example)
     return out
 
 

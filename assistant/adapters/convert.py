@@ -86,7 +86,7 @@ def convert_peft(
     config = json.loads(config_file.read_text())
     rank, alpha = int(config["r"]), float(config["lora_alpha"])
     pairs = gguf_pairs(load_file(str(weights)), n_head=n_head, n_head_kv=n_head_kv)
-    targets = sorted({config_name for config_name in config.get("target_modules") or []})
+    targets = sorted(set(config.get("target_modules") or []))
     manifest = AdapterManifest(
         name=name, base_model=base_model, base_sha256=base_sha256, rank=rank, alpha=alpha,
         target_modules=targets, recipe_sha256=recipe_sha256, description=description,

@@ -77,8 +77,8 @@ class AdapterProject:
 
     def train_examples(self, n: int | None = None) -> list[Example]:
         examples: list[Example] = self.dataset.train_examples(self.recipe.seed, n or self.recipe.train_size)
-        held = {_key(e) for e in self.heldout_examples()}
-        leaked = [e for e in examples if _key(e) in held]
+        held = {utterance_key(e) for e in self.heldout_examples()}
+        leaked = [e for e in examples if utterance_key(e) in held]
         if leaked:
             raise AdapterError(f"skill '{self.name}': {len(leaked)} held-out examples are in the training set")
         return examples
@@ -98,5 +98,6 @@ class AdapterProject:
         return self.dir / f"{self.name}.gguf"
 
 
-def _key(e: Example) -> str:
+def utterance_key(e: Example) -> str:
+    """What makes two examples the same sentence (for keeping held-out cases out of training)."""
     return e.messages[-1].content.strip().lower()

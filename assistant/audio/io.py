@@ -309,8 +309,7 @@ class SoundDeviceSpeaker(_QueuedSpeaker):
             self._open(rate)
 
     def play(self, samples: np.ndarray, rate: int) -> None:
-        if self._stream is None or rate != self._rate:
-            self._open(rate)
+        self.prepare(rate)
         super().play(samples, rate)
 
     def _open(self, rate: int) -> None:
