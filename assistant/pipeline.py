@@ -97,7 +97,9 @@ class Assistant:
         intents = self.runtime.intents()
         self.router = Router(intents)
         if engine is not None and cfg.skills.classifier:
-            self.router.classifier = LlmClassifier(engine, intents, self.router.templates)
+            name = cfg.skills.classifier_adapter
+            adapter = name if name in cfg.adapters else None
+            self.router.classifier = LlmClassifier(engine, intents, self.router.templates, adapter=adapter)
         for problem in self.router.problems:
             log.warning("%s", problem)
 

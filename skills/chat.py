@@ -8,6 +8,7 @@ skill = Skill(
     "chat",
     description="Answers general questions in one or two spoken sentences.",
     permissions=["llm"],
+    adapter="chat",  # adapters/chat: spoken style, used when [adapters.chat] is configured
 )
 
 

@@ -76,6 +76,15 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
     assert cfg.adapters["home"].scale == 0.5
 
 
+def test_an_adapter_without_a_path_is_the_shipped_one_of_that_name(tmp_path: Path) -> None:
+    f = tmp_path / "conf.toml"
+    f.write_text("[adapters.router]\n[adapters.chat]\nscale = 0.8\n")
+    cfg = load_config(f)
+    assert cfg.adapters["router"].path == ROOT / "adapters" / "router" / "router.gguf"
+    assert cfg.adapters["chat"].path == ROOT / "adapters" / "chat" / "chat.gguf" and cfg.adapters["chat"].scale == 0.8
+    # an unknown name without a path: tests/fixtures/config/broken/unknown_shipped_adapter.toml
+
+
 def test_env_var_names_the_config(tmp_path: Path) -> None:
     f = tmp_path / "env.toml"
     f.write_text("[engine]\nmax_tokens = 7\n")

@@ -38,14 +38,23 @@ class EvalReport(BaseModel):
         )
 
 
-def evaluate(skill: AdapterProject, engine: LlamaCppEngine, adapter: Path, *, max_tokens: int = 64) -> EvalReport:
-    """Greedy answers with the same prompt (and output grammar) the skill uses, with and without the adapter."""
+def evaluate(skill: AdapterProject, engine: LlamaCppEngine, adapter: Path) -> EvalReport:
+    """Greedy answers with the same prompt (and output grammar) the skill uses, with and without the adapter.
+
+    A dataset that defines `predict(engine, example, adapter_name)` produces the output itself (the
+    router runs its whole routing decision); `MAX_TOKENS` sets the reply budget (default 64).
+    """
     name = f"eval-{skill.name}"
     engine.load_adapter(name, adapter)
+    predict = getattr(skill.dataset, "predict", None)
+    max_tokens = int(getattr(skill.dataset, "MAX_TOKENS", 64))
     results = []
     for ex in skill.heldout_examples():
         outs = []
         for which in (None, name):
+            if predict is not None:
+                outs.append(str(predict(engine, ex, which)).strip())
+                continue
             gen = engine.generate(ex.messages, max_tokens=max_tokens, sampling=Sampling(), adapter=which,
                                   grammar=skill.grammar)  # fmt: skip
             outs.append(gen.result().strip())

@@ -13,8 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from assistant.engine import ChatMessage
 from assistant.engine.lora import AdapterError
+from assistant.paths import bundled_dir
 
-ADAPTERS_DIR = Path(__file__).resolve().parent.parent.parent / "adapters"
+ADAPTERS_DIR = bundled_dir("adapters")
 
 
 class Recipe(BaseModel):
@@ -47,7 +48,9 @@ class Example(BaseModel):
 class AdapterProject:
     """`adapters/<skill>/`: recipe.toml plus dataset.py, which provides
     `train_examples(seed, n) -> list[Example]`, `heldout_examples() -> list[Example]`,
-    `score(example, output) -> float` (1.0 = right) and optionally `GRAMMAR` (output constraint)."""
+    `score(example, output) -> float` (1.0 = right) and optionally `GRAMMAR` (output constraint),
+    `METRIC` (its name), `MAX_TOKENS` (reply budget) and `predict(engine, example, adapter)`
+    (when the skill's output is more than one generation)."""
 
     def __init__(self, name: str, root: Path = ADAPTERS_DIR):
         self.name, self.dir = name, root / name

@@ -395,6 +395,8 @@ def adapters_train(
 
         def step(i: int, total: int, loss: float) -> None:
             bar.update(task, completed=i, total=total, loss=loss)
+            if not err.is_terminal and (i % 10 == 0 or i == total):
+                err.print(f"step {i}/{total} loss {loss:.3f}")  # a log file sees no live bar
 
         try:
             report = train_skill(sk, base, sha, threads=cfg.engine.threads.target, examples=data, on_step=step)

@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -286,6 +287,12 @@ class SkillsConfig(Section):
     classifier: bool = Field(
         True, description="Ask the LLM to pick an intent when no template matches (before the chat fallback)."
     )
+    classifier_adapter: str = Field(
+        "router",
+        description="Adapter (an `[adapters.NAME]` entry) trained for the classifier prompt; when configured, "
+        "the LLM picks among all intents itself (see adapters/router). Unconfigured: nearest examples "
+        "propose and the base model only confirms.",
+    )
     settings: dict[str, dict[str, Any]] = Field(
         {}, description="Per-skill settings tables, e.g. `[skills.settings.home]`; each skill validates its own."
     )
@@ -335,7 +342,11 @@ class HomeConfig(Section):
 class AdapterConfig(Section):
     """One LoRA adapter for the shared base model."""
 
-    path: ExistingFile = Field(description="GGUF LoRA file (relative paths are relative to this file).")
+    path: ExistingFile | None = Field(
+        None,
+        description="GGUF LoRA file (relative paths are relative to this file); unset means the adapter of "
+        "this name shipped in `adapters/` (router, chat, home).",
+    )
     scale: float = Field(1.0, ge=-4, le=4, description="LoRA scale applied at run time.")
 
 
@@ -400,3 +411,23 @@ class AssistantConfig(Section):
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @field_validator("adapters")
+    @classmethod
+    def _shipped_adapters(cls, adapters: dict[str, AdapterConfig]) -> dict[str, AdapterConfig]:
+        from assistant.paths import bundled_dir
+
+        root = bundled_dir("adapters")
+        for name, adapter in adapters.items():
+            if adapter.path is not None:
+                continue
+            shipped = root / name / f"{name}.gguf"
+            if not shipped.is_file():
+                have = sorted(p.parent.name for p in root.glob("*/*.gguf"))
+                raise PydanticCustomError(
+                    "with_fix",
+                    "adapters.{name} has no path and no adapter of that name is shipped ({have})",
+                    {"name": name, "have": ", ".join(have) or "none", "fix": f"set adapters.{name}.path"},
+                )
+            adapter.path = shipped
+        return adapters

@@ -37,6 +37,7 @@ def load_engine(cfg: AssistantConfig, store: ModelStore | None = None, reporter:
     try:
         # Every configured adapter is loaded now, so a request never waits for a load.
         for name, adapter in cfg.adapters.items():
+            assert adapter.path is not None  # the config fills in shipped adapters
             engine.load_adapter(name, adapter.path, adapter.scale)
         if e.speculative.enabled and e.draft_model is not None:
             return _with_draft(cfg, store, engine, reporter)

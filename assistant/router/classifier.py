@@ -3,6 +3,10 @@
 The nearest example phrasings (`rapidfuzz`) propose up to three intents; the LLM, whose output
 a GBNF grammar restricts to those labels or `chat`, picks one. The prompt is fixed (labels and
 descriptions), so its KV state stays cached across utterances.
+
+With a trained router adapter (`adapters/router`, `[adapters.router]`), the LLM itself is the
+judge: it chooses among every label and `chat`, with no similarity gate, because the adapter
+was trained on paraphrases, out-of-domain questions and near misses to do exactly that.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ class LlmClassifier:
     An utterance with no example close to it (rapidfuzz token-sort similarity below
     `min_similarity`) goes straight to the chat fallback without an LLM call: that is where
     general questions end, and a small base model would otherwise misfire commands on them.
+    `adapter` (a loaded LoRA trained for this prompt) switches to letting the LLM decide alone
+    (`llm_decides`; settable apart from the adapter to measure the base model the same way).
     """
 
     def __init__(
@@ -41,8 +47,12 @@ class LlmClassifier:
         *,
         candidates: int = 3,
         min_similarity: float = 60.0,
+        adapter: str | None = None,
+        llm_decides: bool | None = None,
     ):
         self.engine = engine
+        self.adapter = adapter
+        self.llm_decides = adapter is not None if llm_decides is None else llm_decides
         self.candidates = candidates
         self.min_similarity = min_similarity
         self.labels: dict[str, Intent] = {}
@@ -68,7 +78,30 @@ class LlmClassifier:
             out.setdefault(self.example_labels[i], (self.examples[i], self.example_labels[i], score))
         return list(out.values())[:limit]
 
+    def _ask(self, text: str, labels: Sequence[str]) -> str | None:
+        """The LLM's pick among `labels` and chat (None if the engine failed)."""
+        assert self.engine is not None
+        grammar = "root ::= " + " | ".join(f'"{label}"' for label in [*labels, CHAT])
+        messages = [ChatMessage(role="system", content=self.system), ChatMessage(role="user", content=text)]
+        try:
+            gen = self.engine.generate(messages, max_tokens=16, grammar=grammar, adapter=self.adapter)
+            return gen.result().strip()
+        except EngineError as exc:
+            log.warning("intent classifier failed: %s", exc)
+            return None
+
+    def _trained(self, text: str, normalized: str) -> tuple[str | None, float, str]:
+        choice = self._ask(text, list(self.labels))
+        if choice is None:
+            return None, 0.0, "the LLM classifier failed"
+        if choice not in self.labels:
+            return None, 0.0, f"the LLM chose '{choice}'"
+        similar = {label: score for _, label, score in self.nearest(normalized, len(self.labels))}
+        return choice, similar.get(choice, 0.0) / 100, f"the LLM chose '{choice}' among all intents"
+
     def classify(self, text: str, normalized: str) -> tuple[str | None, float, str]:
+        if self.llm_decides and self.engine is not None:
+            return self._trained(text, normalized)
         near = self.nearest(normalized, self.candidates)
         if not near or near[0][2] < self.min_similarity:
             best = f"'{near[0][0]}' {near[0][2]:.0f}%" if near else "none"
@@ -81,13 +114,9 @@ class LlmClassifier:
         if self.engine is None:
             return None, 0.0, f"nearest examples: {proposals}; no LLM to confirm"
         labels = [label for _, label, _ in near]
-        grammar = "root ::= " + " | ".join(f'"{label}"' for label in [*labels, CHAT])
-        messages = [ChatMessage(role="system", content=self.system), ChatMessage(role="user", content=text)]
-        try:
-            choice = self.engine.generate(messages, max_tokens=16, grammar=grammar).result().strip()
-        except EngineError as exc:
-            log.warning("intent classifier failed: %s", exc)
-            return None, 0.0, f"nearest examples: {proposals}; the LLM classifier failed ({exc})"
+        choice = self._ask(text, labels)
+        if choice is None:
+            return None, 0.0, f"nearest examples: {proposals}; the LLM classifier failed"
         if choice != labels[0]:
             # The examples and the LLM disagree: a command must not fire on a guess.
             return None, 0.0, f"nearest examples: {proposals}; the LLM chose '{choice}', not the nearest: not confirmed"

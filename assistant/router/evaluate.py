@@ -103,7 +103,7 @@ def load_phrases(path: Path) -> PhraseFile:
         raise ValueError(f"{path}: {where}") from None
 
 
-def _same(expected: Any, got: Any) -> bool:
+def same_value(expected: Any, got: Any) -> bool:
     if isinstance(expected, int | float) and isinstance(got, int | float):
         return math.isclose(expected, got, rel_tol=1e-6, abs_tol=1e-9)
     if isinstance(expected, str) and isinstance(got, str):
@@ -117,6 +117,6 @@ def evaluate(router: Router, phrases: PhraseFile, *, classify: bool = True) -> R
     for case in phrases.case:
         route = router.route(case.text, now=now, classify=classify)
         intent_ok = route.intent == case.intent
-        slots_ok = intent_ok and all(_same(v, route.slots.get(k)) for k, v in case.slots.items())
+        slots_ok = intent_ok and all(same_value(v, route.slots.get(k)) for k, v in case.slots.items())
         results.append(CaseResult(case=case, route=route, intent_ok=intent_ok, slots_ok=slots_ok))
     return Report(results=results)
