@@ -276,6 +276,50 @@ def speculative_block(store: ModelStore, threads: int, quick: bool, workdir: Pat
     return block
 
 
+def tvm_block(path: Path, sha: str, engine: LlamaCppEngine, threads: int, repeats: int, n: int) -> dict[str, Any]:
+    """The compiled TVM backend (llvm, this CPU) against llama.cpp on the same GGUF, in alternating pairs."""
+    from assistant.engine.tvm.runtime import TvmLlama
+
+    with tempfile.TemporaryDirectory() as cache:
+        model = TvmLlama(path, sha, Path(cache), threads=threads)  # compiles: the cache is empty
+    messages = chat(SYSTEM, STORY)
+    prompt = engine.tokenize(engine.apply_chat_template(messages), special=True)
+
+    def tvm_decode() -> float:
+        model.reset()
+        token = int(model.prefill(prompt).argmax())
+        t0 = time.perf_counter()
+        for _ in range(n):
+            token = int(model.decode(token).argmax())
+        return n / (time.perf_counter() - t0)
+
+    def tvm_prefill(tokens: list[int]) -> float:
+        model.reset()
+        t0 = time.perf_counter()
+        model.prefill(tokens)
+        return len(tokens) / (time.perf_counter() - t0)
+
+    def llama_prefill(tokens: list[int]) -> float:
+        engine.reset()
+        t0 = time.perf_counter()
+        engine.prefill(tokens)
+        return len(tokens) / (time.perf_counter() - t0)
+
+    llama_dec, tvm_dec, dec_ratio = paired(lambda: decode_tok_s(engine, messages, n, 1), tvm_decode, repeats)
+    llama_pre, tvm_pre, pre_ratio = paired(lambda: llama_prefill(prompt), lambda: tvm_prefill(prompt), repeats)
+    long = (engine.tokenize(STORY) * 40)[:512]
+    short_rate, long_rate = tvm_prefill(long[:128]), tvm_prefill(long)
+    return {
+        "tvm_compile_s": round(model.compile_s, 1),
+        "tvm_decode_tok_s": round(tvm_dec, 1), "llama_cpp_decode_tok_s": round(llama_dec, 1),
+        "tvm_cpu_decode_ratio": round(dec_ratio, 3),
+        "tvm_prefill_tok_s": round(tvm_pre, 1), "llama_cpp_prefill_tok_s": round(llama_pre, 1),
+        "tvm_prefill_ratio": round(pre_ratio, 3), "prompt_tokens": len(prompt),
+        # Per-token prefill cost at 512 tokens relative to 128 (1.0 = linear; 4.0 would be quadratic).
+        "tvm_prefill_cost_growth_512_vs_128": round(short_rate / long_rate, 2),
+    }  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", type=Path, help="Also write the results to this file.")
@@ -283,6 +327,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Fewer repeats (a smoke run).")
     parser.add_argument("--repeats", type=int, default=5, help="Paired repeats per ratio.")
     parser.add_argument("--no-sd", action="store_true", help="Skip the speculative-decoding block.")
+    parser.add_argument("--backend", choices=["llama_cpp", "tvm"], default="llama_cpp",
+                        help="tvm: compare the compiled TVM backend with llama.cpp (needs the tvm extra).")  # fmt: skip
     args = parser.parse_args()
     repeats = 2 if args.quick else args.repeats
     n = 64 if args.quick else 128
@@ -298,6 +344,13 @@ def main() -> None:
             path, name=BASE, threads=args.threads, threads_batch=args.threads, base_sha256=manifest.sha256
         )
         story = chat(SYSTEM, STORY)
+        if args.backend == "tvm":
+            step("TVM backend vs llama.cpp (compiles first)")
+            assert manifest.sha256 is not None
+            results.update(tvm_block(path, manifest.sha256, engine, args.threads, repeats, n))
+            engine.close()
+            emit(results, args.json)
+            return
         step("decode vs llama-cpp-python's Llama")
         prompt = engine.apply_chat_template(story)
         baseline = Baseline(path, args.threads)

@@ -94,3 +94,92 @@ def test_gpu_kernel_computes_the_dequantized_matmul(kind: str, ffn_up: Q4_1Weigh
     x = np.random.default_rng(1).standard_normal((3, in_f)).astype(np.float32)
     device = tvm.cuda(0) if kind == "cuda" else tvm.vulkan(0)
     np.testing.assert_allclose(_run(mod, device, x, ffn_up), x @ ffn_up.dequantize().T, rtol=1e-4, atol=1e-3)
+
+
+# --- the compiled model ---------------------------------------------------------------------------------
+
+PROMPTS = ["What is the capital of France?", "Tell me a joke."]
+
+
+@pytest.fixture(scope="module")
+def compiled(default_model_path: Path, base_sha: str, tmp_path_factory: pytest.TempPathFactory) -> object:
+    from assistant.engine.tvm.runtime import TvmLlama
+
+    return TvmLlama(default_model_path, base_sha, tmp_path_factory.mktemp("tvm-cache"), context_size=1024)
+
+
+def _llama_cpp_greedy(engine: object, prompt: list[int], n: int) -> list[int]:
+    out: list[int] = []
+    engine.reset()  # type: ignore[attr-defined]
+    engine.prefill(prompt)  # type: ignore[attr-defined]
+    while len(out) < n:
+        out.append(int(np.argmax(np.array(engine.logits()))))  # type: ignore[attr-defined]
+        if engine.is_eog(out[-1]):  # type: ignore[attr-defined]
+            break
+        engine.prefill(prompt + out)  # type: ignore[attr-defined]  # the cached prefix is kept: one new token
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("question", PROMPTS)
+def test_compiled_model_greedy_is_token_identical_to_llama_cpp(compiled: object, engine: object, question: str) -> None:
+    from assistant.engine import ChatMessage
+
+    prompt = engine.tokenize(engine.apply_chat_template([ChatMessage(role="user", content=question)]), special=True)  # type: ignore[attr-defined]
+    reference = _llama_cpp_greedy(engine, prompt, 24)
+    stop = {t for t in reference if engine.is_eog(t)}  # type: ignore[attr-defined]
+    assert compiled.greedy(prompt, len(reference), stop) == reference  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+def test_compiled_logits_follow_llama_cpp_over_a_long_prompt(compiled: object, engine: object) -> None:
+    """Chunked prefill through the paged KV cache: the logits after 300 tokens still agree."""
+    prompt = engine.tokenize("The history of the light bulb. " * 50)[:300]  # type: ignore[attr-defined]
+    compiled.prefill_chunk = 128  # type: ignore[attr-defined]
+    compiled.reset()  # type: ignore[attr-defined]
+    ours = compiled.prefill(prompt)  # type: ignore[attr-defined]
+    engine.reset()  # type: ignore[attr-defined]
+    engine.prefill(prompt)  # type: ignore[attr-defined]
+    theirs = np.array(engine.logits())  # type: ignore[attr-defined]
+    assert np.corrcoef(ours, theirs)[0, 1] > 0.995
+    assert int(np.argmax(ours)) == int(np.argmax(theirs))
+
+
+def test_compiled_artifact_is_reused_and_a_foreign_one_rebuilt(
+    default_model_path: Path, base_sha: str, compiled: object, tmp_path: Path
+) -> None:
+    import json
+
+    from assistant.engine.tvm.model import compile_model
+
+    cache = tmp_path / "cache"
+    library, names, first = compile_model(default_model_path, base_sha, "llvm", cache)
+    assert first > 0 and library.is_file() and "layers.0.q.codes" in names
+    assert compile_model(default_model_path, base_sha, "llvm", cache)[2] == 0.0  # cached: no compile
+    stamp = library.parent / "key.json"
+    stamp.write_text(json.dumps({**json.loads(stamp.read_text()), "tvm_version": "0.1"}))
+    assert compile_model(default_model_path, base_sha, "llvm", cache)[2] > 0  # not this TVM's: rebuilt
+
+
+def test_a_model_of_another_architecture_is_refused_clearly(tmp_path: Path) -> None:
+    from assistant.config import load_config
+    from assistant.engine.tvm.model import compile_model
+    from assistant.modelstore import ModelStore
+
+    store = ModelStore.from_config(load_config())
+    qwen = store.get("qwen2.5-coder-0.5b-instruct-q4_k_m")
+    if store.missing_packages(qwen):
+        pytest.skip("optional Qwen2.5 packages not installed (scripts/test.sh installs them)")
+    with pytest.raises(EngineError, match="builds llama models; this one is 'qwen2'"):
+        compile_model(store.prepare(qwen), "0" * 64, "llvm", tmp_path)
+
+
+def test_models_compile_names_what_it_cannot_build_yet() -> None:
+    from typer.testing import CliRunner
+
+    from assistant.cli import app
+
+    result = CliRunner().invoke(app, ["models", "compile", "--target", "metal"])
+    assert result.exit_code == 2 and "unknown target 'metal'" in result.output
+    result = CliRunner().invoke(app, ["models", "compile", "--target", "opencl-mali"])
+    assert result.exit_code == 1 and "not built yet" in result.output and "kernels" in result.output

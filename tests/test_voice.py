@@ -269,7 +269,9 @@ def test_llm_answer_is_spoken_while_it_is_generated(engine: object) -> None:
     assert trace.woke_by == "wake_word" and trace.source == "free" and trace.intent == "chat.answer", trace
     assert trace.transcript and len(trace.reply.split()) > 5  # (the free pass is rough: "why is this guy ...")
     assert trace.first_token is not None and trace.first_audio is not None and trace.generated is not None
-    assert trace.first_audio < trace.generated  # sentence by sentence, not after the whole answer
+    # Sentence by sentence: the first one went to synthesis while the LLM was still generating (an
+    # ordering, not a timing: when its audio is ready depends on how busy the CPU is).
+    assert trace.first_sentence is not None and trace.first_sentence < trace.generated
     assert len(speaker.audio()) / speaker.rate > 1.0
 
 

@@ -538,6 +538,37 @@ def models_prepare(
     _for_each_model(_selected(store, names, everything), prepare)
 
 
+@models_app.command("compile")
+def models_compile(
+    name: Annotated[str | None, typer.Argument(help="Model to compile (default: engine.base_model).")] = None,
+    target: Annotated[str, typer.Option(help="llvm (this CPU); GPU targets: kernels only so far.")] = "llvm",
+    config: ConfigOpt = None,
+) -> None:
+    """Compile a model with Apache TVM (extra `tvm`) into the artifact cache (key: checksum, target, TVM version)."""
+    try:
+        from assistant.engine.tvm.model import compile_model
+    except ImportError:
+        raise _fail("the TVM backend needs the tvm extra: pip install 'assistant[tvm]'") from None
+    cfg = _load(config)
+    store = ModelStore.from_config(cfg)
+    try:
+        manifest = store.get(name or cfg.engine.base_model)
+        path = store.prepare(manifest)
+    except ModelError as exc:
+        raise _fail(str(exc)) from None
+    if target not in ("llvm", "cuda", "vulkan", "opencl-mali"):
+        raise _fail(f"unknown target '{target}': use llvm, cuda, vulkan or opencl-mali", 2)
+    with err.status(f"compiling {manifest.name} for {target} (about 20 s on 2 cores)"):
+        try:
+            library, _, seconds = compile_model(
+                path, manifest.sha256 or "", target, cfg.models.resolved_cache_dir / "tvm",  # type: ignore[arg-type]
+                threads=cfg.engine.threads.target,
+            )  # fmt: skip
+        except EngineError as exc:
+            raise _fail(str(exc)) from None
+    out.print(f"{'compiled' if seconds else 'cached'} {library}" + (f" in {seconds:.0f} s" if seconds else ""))
+
+
 # --- routing and skills --------------------------------------------------------
 
 

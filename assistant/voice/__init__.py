@@ -52,6 +52,7 @@ class TurnTrace(BaseModel):
     first_token: float | None = None
     first_audio: float | None = None
     generated: float | None = Field(None, description="When the reply text was complete (the LLM finished).")
+    first_sentence: float | None = Field(None, description="When the first sentence went to speech synthesis.")
     done: float | None = None
     transcript: str = ""
     source: Literal["command", "free", "text", "none"] = "none"
@@ -396,6 +397,8 @@ class VoiceLoop:
             self._turn_done.set()
 
     def _enqueue(self, sentence: str, trace: TurnTrace) -> None:
+        if trace.first_sentence is None:
+            trace.first_sentence = time.monotonic()
         self._tts_idle.clear()
         self._tts_q.put(("say", sentence, trace))
 

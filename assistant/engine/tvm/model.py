@@ -1,0 +1,292 @@
+"""Llama-family model in `tvm.relax.frontend.nn`, compiled per target, weights straight from the GGUF.
+
+Matrices stay 4-bit (GGUF Q4_1, dequantized inside `kernels.q4_1_matmul`); the tied embedding /
+output head stays Q8_0 (dequantized inside its gather and its matmul). Attention runs on TVM's
+paged KV cache (`TIRPagedKVCache`, the one MLC-LLM uses), which applies RoPE in the rotate-half
+convention: GGUF stores Q and K rows interleaved for llama.cpp's RoPE, so their rows are put
+back in half order at load (a row permutation of the packed blocks, nothing dequantized).
+
+Compiled artifacts are cached under `cache_dir` keyed by the model's sha256, the target, the
+quantization and the TVM version; a file whose key does not match is rebuilt, never loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gguf import GGMLQuantizationType, GGUFReader
+
+from assistant.engine.tvm.kernels import q4_1_matmul, schedule_cpu, schedule_gpu
+from assistant.engine.tvm.quant import BLOCK, Q4_1Weight
+from assistant.engine.tvm.target import TargetKind, resolve_target
+from assistant.engine.types import EngineError
+
+_Q8_BLOCK_BYTES = 34
+_MATRICES = {"attn_q": "q", "attn_k": "k", "attn_v": "v", "attn_output": "o", "ffn_gate": "gate", "ffn_up": "up",
+             "ffn_down": "down"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class LlamaShape:
+    """What the compiled graph depends on, read from the GGUF metadata."""
+
+    layers: int
+    hidden: int
+    ffn: int
+    heads: int
+    kv_heads: int
+    vocab: int
+    rope_theta: float
+    eps: float
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    @classmethod
+    def from_gguf(cls, reader: GGUFReader, path: Path) -> LlamaShape:
+        def field(key: str) -> Any:
+            f = reader.fields.get(key)
+            if f is None:
+                raise EngineError(f"{path}: GGUF metadata {key} is missing")
+            return f.parts[f.data[0]].tolist()[0] if f.types[0].name != "STRING" else bytes(f.parts[f.data[0]]).decode()
+
+        arch = field("general.architecture")
+        if arch != "llama":
+            raise EngineError(f"{path}: the TVM backend builds llama models; this one is '{arch}'")
+        return cls(
+            layers=int(field("llama.block_count")), hidden=int(field("llama.embedding_length")),
+            ffn=int(field("llama.feed_forward_length")), heads=int(field("llama.attention.head_count")),
+            kv_heads=int(field("llama.attention.head_count_kv")),
+            vocab=len(reader.fields["tokenizer.ggml.tokens"].data),
+            rope_theta=float(field("llama.rope.freq_base")), eps=float(field("llama.attention.layer_norm_rms_epsilon")),
+        )  # fmt: skip
+
+
+def _interleaved_to_halves(w: Q4_1Weight, heads: int) -> Q4_1Weight:
+    """Rows of each head from llama.cpp's (0, d/2, 1, d/2+1, ...) order back to (0..d/2-1, d/2..d-1)."""
+    head_dim = w.codes.shape[0] // heads
+    idx = np.arange(w.codes.shape[0]).reshape(heads, head_dim // 2, 2).transpose(0, 2, 1).reshape(-1)
+    return Q4_1Weight(w.codes[idx], w.scales[idx], w.mins[idx])
+
+
+def load_weights(reader: GGUFReader, shape: LlamaShape, path: Path) -> dict[str, np.ndarray]:
+    """Parameter name -> array, in the packed layouts the compiled graph takes (no float copies of matrices)."""
+    tensors = {t.name: t for t in reader.tensors}
+
+    def get(name: str, kind: GGMLQuantizationType) -> np.ndarray:
+        t = tensors.get(name)
+        if t is None:
+            raise EngineError(f"{path}: tensor {name} is missing")
+        if t.tensor_type != kind:
+            raise EngineError(f"{path}: tensor {name} is {t.tensor_type.name}; the TVM backend needs {kind.name}")
+        return np.asarray(t.data)
+
+    out: dict[str, np.ndarray] = {}
+    for i in range(shape.layers):
+        for gguf_name, ours in _MATRICES.items():
+            w = Q4_1Weight.from_blocks(get(f"blk.{i}.{gguf_name}.weight", GGMLQuantizationType.Q4_1))
+            if gguf_name in ("attn_q", "attn_k"):
+                w = _interleaved_to_halves(w, shape.heads if gguf_name == "attn_q" else shape.kv_heads)
+            out[f"layers.{i}.{ours}.codes"], out[f"layers.{i}.{ours}.scales"], out[f"layers.{i}.{ours}.mins"] = (
+                w.codes, w.scales, w.mins,
+            )  # fmt: skip
+        out[f"layers.{i}.attn_norm.weight"] = get(f"blk.{i}.attn_norm.weight", GGMLQuantizationType.F32)
+        out[f"layers.{i}.ffn_norm.weight"] = get(f"blk.{i}.ffn_norm.weight", GGMLQuantizationType.F32)
+    out["norm.weight"] = get("output_norm.weight", GGMLQuantizationType.F32)
+    if "output.weight" in tensors:
+        raise EngineError(f"{path}: an untied output head is not supported by the TVM backend yet")
+    table = get("token_embd.weight", GGMLQuantizationType.Q8_0).reshape(shape.vocab, -1, _Q8_BLOCK_BYTES)
+    out["embed.scales"] = np.ascontiguousarray(table[:, :, :2]).view(np.float16)[..., 0]
+    out["embed.codes"] = np.ascontiguousarray(table[:, :, 2:]).view(np.int8)
+    return out
+
+
+def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any, list[str]]:
+    """(Relax IRModule with prefill, decode and create_kv, parameter names in call order)."""
+    from tvm import relax, te, tirx
+    from tvm.relax.frontend import nn
+    from tvm.relax.frontend.nn import Tensor, op
+    from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode, TIRPagedKVCache
+
+    target = resolve_target(kind, threads=threads)
+    schedule = schedule_cpu if kind == "llvm" else schedule_gpu
+    funcs: dict[tuple[int, int], Any] = {}
+    s = shape
+
+    def matmul_func(out_f: int, in_f: int) -> Any:
+        if (out_f, in_f) not in funcs:
+            func = schedule(q4_1_matmul(out_f, in_f))["main"]
+            funcs[(out_f, in_f)] = func.with_attr("global_symbol", f"q4_matmul_{out_f}x{in_f}")
+        return funcs[(out_f, in_f)]
+
+    class Q4Linear(nn.Module):  # type: ignore[misc]
+        def __init__(self, in_f: int, out_f: int):
+            self.in_f, self.out_f = in_f, out_f
+            self.codes = nn.Parameter((out_f, in_f // BLOCK, BLOCK // 2), "uint8")
+            self.scales = nn.Parameter((out_f, in_f // BLOCK), "float16")
+            self.mins = nn.Parameter((out_f, in_f // BLOCK), "float16")
+
+        def forward(self, x: Tensor) -> Tensor:
+            b, n, _ = x.shape
+            rows = op.reshape(x, (b * n, self.in_f))
+            y = op.tensor_ir_op(matmul_func(self.out_f, self.in_f), "q4_matmul",
+                                [rows, self.codes, self.scales, self.mins],
+                                Tensor.placeholder((b * n, self.out_f), "float32"))  # fmt: skip
+            return op.reshape(y, (b, n, self.out_f))
+
+    class Q8Table(nn.Module):  # type: ignore[misc]
+        """The tied embedding and output head, Q8_0: weight = int8 code * float16 scale per 32."""
+
+        def __init__(self) -> None:
+            self.codes = nn.Parameter((s.vocab, s.hidden // BLOCK, BLOCK), "int8")
+            self.scales = nn.Parameter((s.vocab, s.hidden // BLOCK), "float16")
+
+        def take(self, ids: Tensor) -> Tensor:
+            def f(ids: Any, codes: Any, scales: Any) -> Any:
+                return te.compute(
+                    (ids.shape[0], s.hidden),
+                    lambda i, j: (
+                        codes[ids[i], j // BLOCK, j % BLOCK].astype("float32")
+                        * scales[ids[i], j // BLOCK].astype("float32")
+                    ),
+                    name="q8_take",
+                )
+
+            return op.tensor_expr_op(f, "q8_take", [ids, self.codes, self.scales])
+
+        def logits(self, x: Tensor) -> Tensor:
+            def f(x: Any, codes: Any, scales: Any) -> Any:
+                kb, kj = te.reduce_axis((0, s.hidden // BLOCK), "kb"), te.reduce_axis((0, BLOCK), "kj")
+                return te.compute(
+                    (1, 1, s.vocab),
+                    lambda a, b, o: te.sum(
+                        x[a, b, kb * BLOCK + kj] * codes[o, kb, kj].astype("float32") * scales[o, kb].astype("float32"),
+                        axis=[kb, kj],
+                    ),
+                    name="q8_logits",
+                )
+
+            return op.tensor_expr_op(f, "q8_logits", [x, self.codes, self.scales])
+
+    class Layer(nn.Module):  # type: ignore[misc]
+        def __init__(self) -> None:
+            d = s.head_dim
+            self.q, self.o = Q4Linear(s.hidden, s.heads * d), Q4Linear(s.heads * d, s.hidden)
+            self.k, self.v = Q4Linear(s.hidden, s.kv_heads * d), Q4Linear(s.hidden, s.kv_heads * d)
+            self.gate, self.up = Q4Linear(s.hidden, s.ffn), Q4Linear(s.hidden, s.ffn)
+            self.down = Q4Linear(s.ffn, s.hidden)
+            self.attn_norm = nn.RMSNorm(s.hidden, -1, s.eps, bias=False)
+            self.ffn_norm = nn.RMSNorm(s.hidden, -1, s.eps, bias=False)
+
+        def forward(self, x: Tensor, cache: PagedKVCache, layer: int) -> Tensor:
+            b, n, _ = x.shape
+            h = self.attn_norm(x)
+            qkv = op.concat([self.q(h), self.k(h), self.v(h)], dim=-1)
+            qkv = op.reshape(qkv, (b, n, s.heads + 2 * s.kv_heads, s.head_dim))
+            attn = cache.attention_with_fused_qkv(layer, qkv, s.heads, sm_scale=s.head_dim**-0.5)
+            x = x + self.o(op.reshape(attn, (b, n, s.heads * s.head_dim)))
+            h = self.ffn_norm(x)
+            return x + self.down(op.silu(self.gate(h)) * self.up(h))
+
+    class Llama(nn.Module):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.embed = Q8Table()
+            self.layers = nn.ModuleList([Layer() for _ in range(s.layers)])
+            self.norm = nn.RMSNorm(s.hidden, -1, s.eps, bias=False)
+
+        def _body(self, x: Tensor, cache: PagedKVCache) -> Tensor:
+            for i, layer in enumerate(self.layers):
+                x = layer(x, cache, i)
+            return self.norm(x)
+
+        def prefill(self, ids: Tensor, cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
+            h = self._body(op.reshape(self.embed.take(ids), (1, ids.shape[0], s.hidden)), cache)
+
+            def last(h: Any) -> Any:
+                return te.compute((1, 1, s.hidden), lambda a, b, k: h[a, h.shape[1] - 1, k], name="last_row")
+
+            return self.embed.logits(op.tensor_expr_op(last, "last_row", [h])), cache
+
+        def decode(self, ids: Tensor, cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
+            return self.embed.logits(self._body(op.reshape(self.embed.take(ids), (1, 1, s.hidden)), cache)), cache
+
+        def create_kv(self, max_batch: tirx.Var, max_tokens: tirx.Var, chunk: tirx.Var, page: tirx.Var) -> PagedKVCache:
+            return TIRPagedKVCache(
+                attn_kind="mha", max_batch_size=max_batch, max_total_seq_len=max_tokens, prefill_chunk_size=chunk,
+                page_size=page, support_sliding_window=0, layer_partition=relax.ShapeExpr([0, s.layers]),
+                num_hidden_layers=s.layers, num_attention_heads=s.heads, num_key_value_heads=s.kv_heads,
+                qk_head_dim=s.head_dim, v_head_dim=s.head_dim, mla_original_qk_head_dim=0, mla_original_v_head_dim=0,
+                rope_mode=RopeMode.NORMAL, rope_scale=1, rope_theta=s.rope_theta, rope_scaling={},
+                rope_ext_factors=relax.prim_value(0), rotary_dim=s.head_dim, enable_disaggregation=False,
+                dtype="float32", target=target,
+            )  # fmt: skip
+
+    packed = {"param_mode": "packed", "effect_mode": "none"}
+    cache = nn.spec.Object(object_type=PagedKVCache)
+    spec = {
+        "prefill": {"ids": nn.spec.Tensor(["n"], "int32"), "cache": cache, "$": packed},
+        "decode": {"ids": nn.spec.Tensor([1], "int32"), "cache": cache, "$": packed},
+        "create_kv": {"max_batch": int, "max_tokens": int, "chunk": int, "page": int,
+                      "$": {"param_mode": "none", "effect_mode": "none"}},
+    }  # fmt: skip
+    model = Llama()  # parameter names are attribute paths, as load_weights produces them
+    with target:
+        mod, named = model.export_tvm(spec=nn.spec.ModuleSpec.from_raw(spec, model))
+    return mod, [name for name, _ in named]
+
+
+@dataclass(frozen=True)
+class ArtifactKey:
+    model_sha256: str
+    target: str
+    quantization: str
+    tvm_version: str
+    layout: int = 1  # bump when the graph or weight layout changes
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:20]
+
+
+def compile_model(
+    gguf_path: Path, model_sha256: str, kind: TargetKind, cache_dir: Path, *, threads: int = 2
+) -> tuple[Path, list[str], float]:
+    """(library path, parameter names, seconds spent compiling: 0 when the cached artifact fits)."""
+    import tvm
+
+    if kind != "llvm":
+        raise EngineError(
+            f"compiling the whole model for {kind} is not built yet: its q4 kernels cross-compile "
+            "(assistant.engine.tvm.kernels.schedule_gpu), the other operators still need GPU schedules"
+        )
+    reader = GGUFReader(str(gguf_path))
+    shape = LlamaShape.from_gguf(reader, gguf_path)
+    target = resolve_target(kind, threads=threads)
+    key = ArtifactKey(model_sha256, str(target), "q4_1+q8_0", tvm.__version__)
+    folder = cache_dir / key.digest
+    library, stamp = folder / "model.so", folder / "key.json"
+    names_file = folder / "params.json"
+    if library.is_file() and stamp.is_file() and names_file.is_file():
+        try:
+            if json.loads(stamp.read_text()) == asdict(key):
+                return library, list(json.loads(names_file.read_text())), 0.0
+        except ValueError:
+            pass  # a corrupt stamp: rebuild
+    t0 = time.perf_counter()
+    mod, names = build_module(shape, kind, threads)
+    with target:
+        executable = tvm.compile(mod, target)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "model.so.partial"
+    executable.export_library(str(tmp))
+    tmp.replace(library)
+    names_file.write_text(json.dumps(names))
+    stamp.write_text(json.dumps(asdict(key)))
+    return library, names, time.perf_counter() - t0
