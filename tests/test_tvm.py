@@ -154,7 +154,7 @@ def test_compiled_artifact_is_reused_and_a_foreign_one_rebuilt(
 
     cache = tmp_path / "cache"
     library, names, first = compile_model(default_model_path, base_sha, "llvm", cache)
-    assert first > 0 and library.is_file() and "layers.0.q.codes" in names
+    assert first > 0 and library.is_file() and "layers.0.qkv.codes" in names
     assert compile_model(default_model_path, base_sha, "llvm", cache)[2] == 0.0  # cached: no compile
     stamp = library.parent / "key.json"
     stamp.write_text(json.dumps({**json.loads(stamp.read_text()), "tvm_version": "0.1"}))

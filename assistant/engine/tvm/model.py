@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from gguf import GGMLQuantizationType, GGUFReader
 
-from assistant.engine.tvm.kernels import q4_1_matmul, schedule_cpu, schedule_gpu
+from assistant.engine.tvm.kernels import q4_1_matmul, q8_0_matmul, schedule_cpu, schedule_gpu
 from assistant.engine.tvm.quant import BLOCK, Q4_1Weight
 from assistant.engine.tvm.target import TargetKind, resolve_target
 from assistant.engine.types import EngineError
@@ -90,13 +90,15 @@ def load_weights(reader: GGUFReader, shape: LlamaShape, path: Path) -> dict[str,
 
     out: dict[str, np.ndarray] = {}
     for i in range(shape.layers):
-        for gguf_name, ours in _MATRICES.items():
-            w = Q4_1Weight.from_blocks(get(f"blk.{i}.{gguf_name}.weight", GGMLQuantizationType.Q4_1))
-            if gguf_name in ("attn_q", "attn_k"):
-                w = _interleaved_to_halves(w, shape.heads if gguf_name == "attn_q" else shape.kv_heads)
-            out[f"layers.{i}.{ours}.codes"], out[f"layers.{i}.{ours}.scales"], out[f"layers.{i}.{ours}.mins"] = (
-                w.codes, w.scales, w.mins,
-            )  # fmt: skip
+        w = {
+            ours: Q4_1Weight.from_blocks(get(f"blk.{i}.{gguf_name}.weight", GGMLQuantizationType.Q4_1))
+            for gguf_name, ours in _MATRICES.items()
+        }
+        w["q"], w["k"] = _interleaved_to_halves(w["q"], shape.heads), _interleaved_to_halves(w["k"], shape.kv_heads)
+        # One matmul for q, k and v, one for gate and up: rows stacked, fewer kernel launches.
+        for ours, parts in (("qkv", ("q", "k", "v")), ("o", ("o",)), ("gate_up", ("gate", "up")), ("down", ("down",))):
+            for field in ("codes", "scales", "mins"):
+                out[f"layers.{i}.{ours}.{field}"] = np.concatenate([getattr(w[p], field) for p in parts])
         out[f"layers.{i}.attn_norm.weight"] = get(f"blk.{i}.attn_norm.weight", GGMLQuantizationType.F32)
         out[f"layers.{i}.ffn_norm.weight"] = get(f"blk.{i}.ffn_norm.weight", GGMLQuantizationType.F32)
     out["norm.weight"] = get("output_norm.weight", GGMLQuantizationType.F32)
@@ -162,25 +164,18 @@ def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any
             return op.tensor_expr_op(f, "q8_take", [ids, self.codes, self.scales])
 
         def logits(self, x: Tensor) -> Tensor:
-            def f(x: Any, codes: Any, scales: Any) -> Any:
-                kb, kj = te.reduce_axis((0, s.hidden // BLOCK), "kb"), te.reduce_axis((0, BLOCK), "kj")
-                return te.compute(
-                    (1, 1, s.vocab),
-                    lambda a, b, o: te.sum(
-                        x[a, b, kb * BLOCK + kj] * codes[o, kb, kj].astype("float32") * scales[o, kb].astype("float32"),
-                        axis=[kb, kj],
-                    ),
-                    name="q8_logits",
-                )
-
-            return op.tensor_expr_op(f, "q8_logits", [x, self.codes, self.scales])
+            head = schedule(q8_0_matmul(s.vocab, s.hidden))["main"].with_attr("global_symbol", "q8_head")
+            rows = op.reshape(x, (1, s.hidden))
+            y = op.tensor_ir_op(head, "q8_head", [rows, self.codes, self.scales],
+                                Tensor.placeholder((1, s.vocab), "float32"))  # fmt: skip
+            return op.reshape(y, (1, 1, s.vocab))
 
     class Layer(nn.Module):  # type: ignore[misc]
         def __init__(self) -> None:
             d = s.head_dim
-            self.q, self.o = Q4Linear(s.hidden, s.heads * d), Q4Linear(s.heads * d, s.hidden)
-            self.k, self.v = Q4Linear(s.hidden, s.kv_heads * d), Q4Linear(s.hidden, s.kv_heads * d)
-            self.gate, self.up = Q4Linear(s.hidden, s.ffn), Q4Linear(s.hidden, s.ffn)
+            self.qkv = Q4Linear(s.hidden, (s.heads + 2 * s.kv_heads) * d)
+            self.o = Q4Linear(s.heads * d, s.hidden)
+            self.gate_up = Q4Linear(s.hidden, 2 * s.ffn)
             self.down = Q4Linear(s.ffn, s.hidden)
             self.attn_norm = nn.RMSNorm(s.hidden, -1, s.eps, bias=False)
             self.ffn_norm = nn.RMSNorm(s.hidden, -1, s.eps, bias=False)
@@ -188,12 +183,11 @@ def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any
         def forward(self, x: Tensor, cache: PagedKVCache, layer: int) -> Tensor:
             b, n, _ = x.shape
             h = self.attn_norm(x)
-            qkv = op.concat([self.q(h), self.k(h), self.v(h)], dim=-1)
-            qkv = op.reshape(qkv, (b, n, s.heads + 2 * s.kv_heads, s.head_dim))
+            qkv = op.reshape(self.qkv(h), (b, n, s.heads + 2 * s.kv_heads, s.head_dim))
             attn = cache.attention_with_fused_qkv(layer, qkv, s.heads, sm_scale=s.head_dim**-0.5)
             x = x + self.o(op.reshape(attn, (b, n, s.heads * s.head_dim)))
-            h = self.ffn_norm(x)
-            return x + self.down(op.silu(self.gate(h)) * self.up(h))
+            gate, up = op.split(self.gate_up(self.ffn_norm(x)), 2, axis=-1)
+            return x + self.down(op.silu(gate) * up)
 
     class Llama(nn.Module):  # type: ignore[misc]
         def __init__(self) -> None:
@@ -248,7 +242,7 @@ class ArtifactKey:
     target: str
     quantization: str
     tvm_version: str
-    layout: int = 1  # bump when the graph or weight layout changes
+    layout: int = 3  # bump when the graph or weight layout changes
 
     @property
     def digest(self) -> str:
