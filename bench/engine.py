@@ -306,6 +306,19 @@ def tvm_block(path: Path, sha: str, engine: LlamaCppEngine, threads: int, repeat
         return len(tokens) / (time.perf_counter() - t0)
 
     llama_dec, tvm_dec, dec_ratio = paired(lambda: decode_tok_s(engine, messages, n, 1), tvm_decode, repeats)
+    from assistant.adapters import AdapterProject
+
+    model.load_adapter("home", AdapterProject("home").adapter_path)
+
+    def tvm_decode_lora() -> float:
+        model.reset()
+        token = int(model.prefill(prompt, "home").argmax())
+        t0 = time.perf_counter()
+        for _ in range(n):
+            token = int(model.decode(token, "home").argmax())
+        return n / (time.perf_counter() - t0)
+
+    _, _, lora_ratio = paired(tvm_decode, tvm_decode_lora, repeats)
     llama_pre, tvm_pre, pre_ratio = paired(lambda: llama_prefill(prompt), lambda: tvm_prefill(prompt), repeats)
     long = (engine.tokenize(STORY) * 40)[:512]
     short_rate, long_rate = tvm_prefill(long[:128]), tvm_prefill(long)
@@ -313,6 +326,7 @@ def tvm_block(path: Path, sha: str, engine: LlamaCppEngine, threads: int, repeat
         "tvm_compile_s": round(model.compile_s, 1),
         "tvm_decode_tok_s": round(tvm_dec, 1), "llama_cpp_decode_tok_s": round(llama_dec, 1),
         "tvm_cpu_decode_ratio": round(dec_ratio, 3),
+        "tvm_lora_decode_ratio": round(lora_ratio, 3),  # with the home adapter's slot / slot 0, same graph
         "tvm_prefill_tok_s": round(tvm_pre, 1), "llama_cpp_prefill_tok_s": round(llama_pre, 1),
         "tvm_prefill_ratio": round(pre_ratio, 3), "prompt_tokens": len(prompt),
         # Per-token prefill cost at 512 tokens relative to 128 (1.0 = linear; 4.0 would be quadratic).

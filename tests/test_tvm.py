@@ -108,15 +108,15 @@ def compiled(default_model_path: Path, base_sha: str, tmp_path_factory: pytest.T
     return TvmLlama(default_model_path, base_sha, tmp_path_factory.mktemp("tvm-cache"), context_size=1024)
 
 
-def _llama_cpp_greedy(engine: object, prompt: list[int], n: int) -> list[int]:
+def _llama_cpp_greedy(engine: object, prompt: list[int], n: int, adapter: str | None = None) -> list[int]:
     out: list[int] = []
     engine.reset()  # type: ignore[attr-defined]
-    engine.prefill(prompt)  # type: ignore[attr-defined]
+    engine.prefill(prompt, adapter=adapter)  # type: ignore[attr-defined]
     while len(out) < n:
         out.append(int(np.argmax(np.array(engine.logits()))))  # type: ignore[attr-defined]
         if engine.is_eog(out[-1]):  # type: ignore[attr-defined]
             break
-        engine.prefill(prompt + out)  # type: ignore[attr-defined]  # the cached prefix is kept: one new token
+        engine.prefill(prompt + out, adapter=adapter)  # type: ignore[attr-defined]  # cached prefix: one new token
     return out
 
 
@@ -143,6 +143,28 @@ def test_compiled_logits_follow_llama_cpp_over_a_long_prompt(compiled: object, e
     theirs = np.array(engine.logits())  # type: ignore[attr-defined]
     assert np.corrcoef(ours, theirs)[0, 1] > 0.995
     assert int(np.argmax(ours)) == int(np.argmax(theirs))
+
+
+@pytest.mark.slow
+def test_adapters_are_run_time_inputs_of_the_compiled_graph(compiled: object, engine: object) -> None:
+    """Two adapters resident, switched per request by slot: the same tokens as llama.cpp's runtime LoRA."""
+    from assistant.adapters import AdapterProject
+
+    home, chat = AdapterProject("home"), AdapterProject("chat")
+    for project in (home, chat):
+        compiled.load_adapter(project.name, project.adapter_path)  # type: ignore[attr-defined]
+        engine.load_adapter(project.name, project.adapter_path)  # type: ignore[attr-defined]
+    cases = [(home, home.heldout_examples()[0]), (chat, chat.heldout_examples()[1]), (None, chat.heldout_examples()[1])]
+    for project, example in cases:
+        name = project.name if project else None
+        prompt = engine.prompt_tokens(example.messages)[0]  # type: ignore[attr-defined]
+        reference = _llama_cpp_greedy(engine, prompt, 20, adapter=name)
+        stop = {t for t in reference if engine.is_eog(t)}  # type: ignore[attr-defined]
+        assert compiled.greedy(prompt, len(reference), stop, adapter=name) == reference, name  # type: ignore[attr-defined]
+        if project is home:  # the adapter really acts: the base says something else here
+            assert compiled.greedy(prompt, len(reference), stop) != reference  # type: ignore[attr-defined]
+    with pytest.raises(EngineError, match="unknown adapter 'nope'"):
+        compiled.greedy(prompt, 2, adapter="nope")  # type: ignore[attr-defined]
 
 
 def test_compiled_artifact_is_reused_and_a_foreign_one_rebuilt(

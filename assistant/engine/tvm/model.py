@@ -28,6 +28,8 @@ from assistant.engine.tvm.target import TargetKind, resolve_target
 from assistant.engine.types import EngineError
 
 _Q8_BLOCK_BYTES = 34
+LORA_SLOTS = 4  # adapters resident at once; slot 0 is "no adapter" (zeros)
+LORA_RANK = 16  # the largest rank per projection; smaller ranks are zero-padded
 _MATRICES = {"attn_q": "q", "attn_k": "k", "attn_v": "v", "attn_output": "o", "ffn_gate": "gate", "ffn_up": "up",
              "ffn_down": "down"}  # fmt: skip
 
@@ -99,6 +101,11 @@ def load_weights(reader: GGUFReader, shape: LlamaShape, path: Path) -> dict[str,
         for ours, parts in (("qkv", ("q", "k", "v")), ("o", ("o",)), ("gate_up", ("gate", "up")), ("down", ("down",))):
             for field in ("codes", "scales", "mins"):
                 out[f"layers.{i}.{ours}.{field}"] = np.concatenate([getattr(w[p], field) for p in parts])
+        qkv_rows, o_rows = out[f"layers.{i}.qkv.codes"].shape[0], out[f"layers.{i}.o.codes"].shape[0]
+        out[f"layers.{i}.qkv.lora_a"] = np.zeros((LORA_SLOTS, 3 * LORA_RANK, shape.hidden), np.float32)
+        out[f"layers.{i}.qkv.lora_b"] = np.zeros((LORA_SLOTS, qkv_rows, 3 * LORA_RANK), np.float32)
+        out[f"layers.{i}.o.lora_a"] = np.zeros((LORA_SLOTS, LORA_RANK, shape.hidden), np.float32)
+        out[f"layers.{i}.o.lora_b"] = np.zeros((LORA_SLOTS, o_rows, LORA_RANK), np.float32)
         out[f"layers.{i}.attn_norm.weight"] = get(f"blk.{i}.attn_norm.weight", GGMLQuantizationType.F32)
         out[f"layers.{i}.ffn_norm.weight"] = get(f"blk.{i}.ffn_norm.weight", GGMLQuantizationType.F32)
     out["norm.weight"] = get("output_norm.weight", GGMLQuantizationType.F32)
@@ -111,7 +118,12 @@ def load_weights(reader: GGUFReader, shape: LlamaShape, path: Path) -> dict[str,
 
 
 def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any, list[str]]:
-    """(Relax IRModule with prefill, decode and create_kv, parameter names in call order)."""
+    """(Relax IRModule with prefill, decode and create_kv, parameter names in call order).
+
+    The attention projections carry LoRA slots: per layer, stacked A (slots, 3R, hidden) and B
+    (slots, out, 3R) for q|k|v and the same for o, all run-time parameters. `prefill` and
+    `decode` take the slot to use, so switching adapters is an index, not a recompile or a copy.
+    """
     from tvm import relax, te, tirx
     from tvm.relax.frontend import nn
     from tvm.relax.frontend.nn import Tensor, op
@@ -129,18 +141,26 @@ def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any
         return funcs[(out_f, in_f)]
 
     class Q4Linear(nn.Module):  # type: ignore[misc]
-        def __init__(self, in_f: int, out_f: int):
-            self.in_f, self.out_f = in_f, out_f
+        def __init__(self, in_f: int, out_f: int, lora_rank: int = 0):
+            self.in_f, self.out_f, self.lora_rank = in_f, out_f, lora_rank
             self.codes = nn.Parameter((out_f, in_f // BLOCK, BLOCK // 2), "uint8")
             self.scales = nn.Parameter((out_f, in_f // BLOCK), "float16")
             self.mins = nn.Parameter((out_f, in_f // BLOCK), "float16")
+            if lora_rank:
+                self.lora_a = nn.Parameter((LORA_SLOTS, lora_rank, in_f), "float32")
+                self.lora_b = nn.Parameter((LORA_SLOTS, out_f, lora_rank), "float32")
 
-        def forward(self, x: Tensor) -> Tensor:
+        def forward(self, x: Tensor, slot: Tensor | None = None) -> Tensor:
             b, n, _ = x.shape
             rows = op.reshape(x, (b * n, self.in_f))
             y = op.tensor_ir_op(matmul_func(self.out_f, self.in_f), "q4_matmul",
                                 [rows, self.codes, self.scales, self.mins],
                                 Tensor.placeholder((b * n, self.out_f), "float32"))  # fmt: skip
+            if self.lora_rank and slot is not None:
+                a = op.reshape(op.take(self.lora_a, slot, axis=0), (self.lora_rank, self.in_f))
+                bb = op.reshape(op.take(self.lora_b, slot, axis=0), (self.out_f, self.lora_rank))
+                low = op.matmul(rows, op.permute_dims(a, [1, 0]))
+                y = y + op.matmul(low, op.permute_dims(bb, [1, 0]))
             return op.reshape(y, (b, n, self.out_f))
 
     class Q8Table(nn.Module):  # type: ignore[misc]
@@ -173,19 +193,19 @@ def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any
     class Layer(nn.Module):  # type: ignore[misc]
         def __init__(self) -> None:
             d = s.head_dim
-            self.qkv = Q4Linear(s.hidden, (s.heads + 2 * s.kv_heads) * d)
-            self.o = Q4Linear(s.heads * d, s.hidden)
+            self.qkv = Q4Linear(s.hidden, (s.heads + 2 * s.kv_heads) * d, 3 * LORA_RANK)
+            self.o = Q4Linear(s.heads * d, s.hidden, LORA_RANK)
             self.gate_up = Q4Linear(s.hidden, 2 * s.ffn)
             self.down = Q4Linear(s.ffn, s.hidden)
             self.attn_norm = nn.RMSNorm(s.hidden, -1, s.eps, bias=False)
             self.ffn_norm = nn.RMSNorm(s.hidden, -1, s.eps, bias=False)
 
-        def forward(self, x: Tensor, cache: PagedKVCache, layer: int) -> Tensor:
+        def forward(self, x: Tensor, cache: PagedKVCache, layer: int, slot: Tensor) -> Tensor:
             b, n, _ = x.shape
             h = self.attn_norm(x)
-            qkv = op.reshape(self.qkv(h), (b, n, s.heads + 2 * s.kv_heads, s.head_dim))
+            qkv = op.reshape(self.qkv(h, slot), (b, n, s.heads + 2 * s.kv_heads, s.head_dim))
             attn = cache.attention_with_fused_qkv(layer, qkv, s.heads, sm_scale=s.head_dim**-0.5)
-            x = x + self.o(op.reshape(attn, (b, n, s.heads * s.head_dim)))
+            x = x + self.o(op.reshape(attn, (b, n, s.heads * s.head_dim)), slot)
             gate, up = op.split(self.gate_up(self.ffn_norm(x)), 2, axis=-1)
             return x + self.down(op.silu(gate) * up)
 
@@ -195,21 +215,22 @@ def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any
             self.layers = nn.ModuleList([Layer() for _ in range(s.layers)])
             self.norm = nn.RMSNorm(s.hidden, -1, s.eps, bias=False)
 
-        def _body(self, x: Tensor, cache: PagedKVCache) -> Tensor:
+        def _body(self, x: Tensor, cache: PagedKVCache, slot: Tensor) -> Tensor:
             for i, layer in enumerate(self.layers):
-                x = layer(x, cache, i)
+                x = layer(x, cache, i, slot)
             return self.norm(x)
 
-        def prefill(self, ids: Tensor, cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
-            h = self._body(op.reshape(self.embed.take(ids), (1, ids.shape[0], s.hidden)), cache)
+        def prefill(self, ids: Tensor, slot: Tensor, cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
+            h = self._body(op.reshape(self.embed.take(ids), (1, ids.shape[0], s.hidden)), cache, slot)
 
             def last(h: Any) -> Any:
                 return te.compute((1, 1, s.hidden), lambda a, b, k: h[a, h.shape[1] - 1, k], name="last_row")
 
             return self.embed.logits(op.tensor_expr_op(last, "last_row", [h])), cache
 
-        def decode(self, ids: Tensor, cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
-            return self.embed.logits(self._body(op.reshape(self.embed.take(ids), (1, 1, s.hidden)), cache)), cache
+        def decode(self, ids: Tensor, slot: Tensor, cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
+            h = self._body(op.reshape(self.embed.take(ids), (1, 1, s.hidden)), cache, slot)
+            return self.embed.logits(h), cache
 
         def create_kv(self, max_batch: tirx.Var, max_tokens: tirx.Var, chunk: tirx.Var, page: tirx.Var) -> PagedKVCache:
             return TIRPagedKVCache(
@@ -224,9 +245,10 @@ def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any
 
     packed = {"param_mode": "packed", "effect_mode": "none"}
     cache = nn.spec.Object(object_type=PagedKVCache)
+    slot = nn.spec.Tensor([1], "int32")
     spec = {
-        "prefill": {"ids": nn.spec.Tensor(["n"], "int32"), "cache": cache, "$": packed},
-        "decode": {"ids": nn.spec.Tensor([1], "int32"), "cache": cache, "$": packed},
+        "prefill": {"ids": nn.spec.Tensor(["n"], "int32"), "slot": slot, "cache": cache, "$": packed},
+        "decode": {"ids": nn.spec.Tensor([1], "int32"), "slot": slot, "cache": cache, "$": packed},
         "create_kv": {"max_batch": int, "max_tokens": int, "chunk": int, "page": int,
                       "$": {"param_mode": "none", "effect_mode": "none"}},
     }  # fmt: skip
@@ -242,7 +264,7 @@ class ArtifactKey:
     target: str
     quantization: str
     tvm_version: str
-    layout: int = 3  # bump when the graph or weight layout changes
+    layout: int = 4  # bump when the graph or weight layout changes
 
     @property
     def digest(self) -> str:
@@ -284,3 +306,56 @@ def compile_model(
     names_file.write_text(json.dumps(names))
     stamp.write_text(json.dumps(asdict(key)))
     return library, names, time.perf_counter() - t0
+
+
+def lora_slot_arrays(path: Path, shape: LlamaShape, scale: float = 1.0) -> dict[str, np.ndarray]:
+    """A GGUF LoRA (q, k, v, o projections) as one slot of the stacked run-time parameters.
+
+    The scale (`scale * alpha / rank`, as llama.cpp applies it) is folded into B; Q and K rows of
+    B get the same reordering as the base rows.
+    """
+    reader = GGUFReader(str(path))
+    alpha_field = reader.fields.get("adapter.lora.alpha")
+    if alpha_field is None:
+        raise EngineError(f"adapter {path}: adapter.lora.alpha is missing (not a GGUF LoRA)")
+    alpha = float(alpha_field.parts[alpha_field.data[0]][0])
+    pairs: dict[str, dict[str, np.ndarray]] = {}
+    for t in reader.tensors:
+        base, _, which = t.name.rpartition(".")
+        pairs.setdefault(base, {})[which] = np.asarray(t.data, dtype=np.float32)
+    d, r = shape.head_dim, LORA_RANK
+    rows = {"attn_q": shape.heads * d, "attn_k": shape.kv_heads * d, "attn_v": shape.kv_heads * d}
+    out: dict[str, np.ndarray] = {}
+    for i in range(shape.layers):
+        qkv_a = np.zeros((3 * r, shape.hidden), np.float32)
+        qkv_b = np.zeros((sum(rows.values()), 3 * r), np.float32)
+        o_a, o_b = np.zeros((r, shape.hidden), np.float32), np.zeros((shape.hidden, r), np.float32)
+        offset = 0
+        for k, name in enumerate(("attn_q", "attn_k", "attn_v", "attn_output")):
+            ab = pairs.pop(f"blk.{i}.{name}.weight", None)
+            n_out = rows.get(name, shape.hidden)
+            if ab is None:
+                offset += n_out
+                continue
+            a, b = ab["lora_a"], ab["lora_b"]
+            rank = a.shape[0]
+            if rank > r or b.shape != (n_out, rank) or a.shape[1] != shape.hidden:
+                raise EngineError(f"adapter {path}: blk.{i}.{name}: A {a.shape} B {b.shape} do not fit (rank <= {r})")
+            b = b * (scale * alpha / rank)
+            if name in ("attn_q", "attn_k"):
+                heads = shape.heads if name == "attn_q" else shape.kv_heads
+                b = b[np.arange(n_out).reshape(heads, d // 2, 2).transpose(0, 2, 1).reshape(-1)]
+            if name == "attn_output":
+                o_a[:rank], o_b[:, :rank] = a, b
+            else:
+                qkv_a[k * r : k * r + rank] = a
+                qkv_b[offset : offset + n_out, k * r : k * r + rank] = b
+                offset += n_out
+        out[f"layers.{i}.qkv.lora_a"], out[f"layers.{i}.qkv.lora_b"] = qkv_a, qkv_b
+        out[f"layers.{i}.o.lora_a"], out[f"layers.{i}.o.lora_b"] = o_a, o_b
+    if pairs:
+        raise EngineError(
+            f"adapter {path}: the TVM backend applies LoRA to q, k, v and o only; it also targets "
+            + ", ".join(sorted(pairs)[:3])
+        )
+    return out

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 from gguf import GGUFReader
 
-from assistant.engine.tvm.model import LlamaShape, compile_model, load_weights
+from assistant.engine.lora import check_base, read_adapter_manifest
+from assistant.engine.tvm.model import LORA_SLOTS, LlamaShape, compile_model, load_weights, lora_slot_arrays
 from assistant.engine.tvm.target import TargetKind, device_available
 from assistant.engine.types import EngineError
 
@@ -40,6 +41,11 @@ class TvmLlama:
         self.device = {"llvm": tvm.cpu, "cuda": tvm.cuda, "vulkan": tvm.vulkan}[kind](0)
         self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), self.device)
         self.params = [tvm.runtime.tensor(np.ascontiguousarray(weights[n]), self.device) for n in names]
+        # LoRA slots: host copies of the stacked A/B arrays, written into the device tensors on load.
+        self._lora_host = {n: weights[n] for n in names if ".lora_" in n}
+        self._param_index = {n: i for i, n in enumerate(names)}
+        self.adapters: dict[str, int] = {}
+        self.model_sha256 = model_sha256
         self.context_size, self.prefill_chunk = context_size, prefill_chunk
         shape_tuple = tvm.runtime.ShapeTuple
         self._shape = shape_tuple
@@ -53,37 +59,56 @@ class TvmLlama:
         self.n_past = 0
         self._add(self._kv, 0)
 
+    def load_adapter(self, name: str, path: Path, scale: float = 1.0) -> None:
+        """Make a GGUF LoRA resident in a free slot (no recompile; requests pick it by name)."""
+        manifest = read_adapter_manifest(path)
+        check_base(manifest, path, manifest.base_model, self.model_sha256)
+        slot = self.adapters.get(name) or next((k for k in range(1, LORA_SLOTS) if k not in self.adapters.values()), 0)
+        if not slot:
+            raise EngineError(f"all {LORA_SLOTS - 1} adapter slots are taken ({', '.join(self.adapters)})")
+        for param, array in lora_slot_arrays(path, self.shape, scale).items():
+            host = self._lora_host[param]
+            host[slot] = array
+            self.params[self._param_index[param]].copyfrom(host)
+        self.adapters[name] = slot
+
+    def _slot(self, adapter: str | None) -> Any:
+        if adapter is not None and adapter not in self.adapters:
+            raise EngineError(f"unknown adapter '{adapter}' (loaded: {', '.join(self.adapters) or 'none'})")
+        return self._tvm.runtime.tensor(np.array([self.adapters.get(adapter or "", 0)], np.int32), self.device)
+
     def reset(self) -> None:
         self._remove(self._kv, 0)
         self._add(self._kv, 0)
         self.n_past = 0
 
-    def _run(self, fn: str, tokens: Sequence[int]) -> np.ndarray:
+    def _run(self, fn: str, tokens: Sequence[int], slot: Any) -> np.ndarray:
         if self.n_past + len(tokens) > self.context_size:
             raise EngineError(f"{self.n_past + len(tokens)} tokens exceed the context of {self.context_size}")
         ids = self._tvm.runtime.tensor(np.asarray(tokens, dtype=np.int32), self.device)
         self._begin(self._kv, self._shape([0]), self._shape([len(tokens)]))
-        logits, self._kv = self.vm[fn](ids, self._kv, self.params)
+        logits, self._kv = self.vm[fn](ids, slot, self._kv, self.params)
         self._end(self._kv)
         self.n_past += len(tokens)
         return np.asarray(logits.numpy()).reshape(-1)
 
-    def prefill(self, tokens: Sequence[int]) -> np.ndarray:
+    def prefill(self, tokens: Sequence[int], adapter: str | None = None) -> np.ndarray:
         """Logits after the last of `tokens` (fed in chunks of at most `prefill_chunk`)."""
         logits: np.ndarray | None = None
+        slot = self._slot(adapter)
         for start in range(0, len(tokens), self.prefill_chunk):
-            logits = self._run("prefill", tokens[start : start + self.prefill_chunk])
+            logits = self._run("prefill", tokens[start : start + self.prefill_chunk], slot)
         if logits is None:
             raise EngineError("prefill of no tokens")
         return logits
 
-    def decode(self, token: int) -> np.ndarray:
-        return self._run("decode", [token])
+    def decode(self, token: int, adapter: str | None = None) -> np.ndarray:
+        return self._run("decode", [token], self._slot(adapter))
 
-    def greedy(self, prompt: Sequence[int], max_tokens: int, stop: Any = ()) -> list[int]:
+    def greedy(self, prompt: Sequence[int], max_tokens: int, stop: Any = (), adapter: str | None = None) -> list[int]:
         """Greedy continuation of `prompt` from an empty sequence; stops after a token in `stop`."""
         self.reset()
-        out = [int(np.argmax(self.prefill(prompt)))]
+        out = [int(np.argmax(self.prefill(prompt, adapter)))]
         while len(out) < max_tokens and out[-1] not in stop:
-            out.append(int(np.argmax(self.decode(out[-1]))))
+            out.append(int(np.argmax(self.decode(out[-1], adapter))))
         return out
