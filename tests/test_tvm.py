@@ -167,6 +167,23 @@ def test_adapters_are_run_time_inputs_of_the_compiled_graph(compiled: object, en
         compiled.greedy(prompt, 2, adapter="nope")  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("question", [*PROMPTS, "How do I boil an egg?"])
+def test_cpu_draft_speculation_on_the_compiled_target_is_lossless(
+    compiled: object, engine: object, question: str
+) -> None:
+    """llama.cpp drafts, the TVM build verifies k tokens per pass: exactly the TVM build's own greedy output."""
+    from assistant.engine import ChatMessage
+    from assistant.engine.tvm.speculative import speculative_greedy
+
+    prompt = engine.tokenize(engine.apply_chat_template([ChatMessage(role="user", content=question)]), special=True)  # type: ignore[attr-defined]
+    stop = {t for t in range(8) if engine.is_eog(t)}  # type: ignore[attr-defined]  # SmolLM2's end-of-text ids
+    plain = compiled.greedy(prompt, 32, stop)  # type: ignore[attr-defined]
+    spec, stats = speculative_greedy(compiled, engine, prompt, 32, k=4, stop=stop)  # type: ignore[arg-type]
+    assert spec == plain
+    assert stats.rounds < len(plain) and stats.acceptance > 0.5  # the draft (same weights, other runtime) agrees
+
+
 def test_compiled_artifact_is_reused_and_a_foreign_one_rebuilt(
     default_model_path: Path, base_sha: str, compiled: object, tmp_path: Path
 ) -> None:

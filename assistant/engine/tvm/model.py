@@ -118,7 +118,7 @@ def load_weights(reader: GGUFReader, shape: LlamaShape, path: Path) -> dict[str,
 
 
 def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any, list[str]]:
-    """(Relax IRModule with prefill, decode and create_kv, parameter names in call order).
+    """(Relax IRModule with prefill, decode, verify and create_kv, parameter names in call order).
 
     The attention projections carry LoRA slots: per layer, stacked A (slots, 3R, hidden) and B
     (slots, out, 3R) for q|k|v and the same for o, all run-time parameters. `prefill` and
@@ -184,11 +184,13 @@ def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any
             return op.tensor_expr_op(f, "q8_take", [ids, self.codes, self.scales])
 
         def logits(self, x: Tensor) -> Tensor:
+            """(1, n, hidden) -> (1, n, vocab)."""
             head = schedule(q8_0_matmul(s.vocab, s.hidden))["main"].with_attr("global_symbol", "q8_head")
-            rows = op.reshape(x, (1, s.hidden))
+            n = x.shape[1]
+            rows = op.reshape(x, (n, s.hidden))
             y = op.tensor_ir_op(head, "q8_head", [rows, self.codes, self.scales],
-                                Tensor.placeholder((1, s.vocab), "float32"))  # fmt: skip
-            return op.reshape(y, (1, 1, s.vocab))
+                                Tensor.placeholder((n, s.vocab), "float32"))  # fmt: skip
+            return op.reshape(y, (1, n, s.vocab))
 
     class Layer(nn.Module):  # type: ignore[misc]
         def __init__(self) -> None:
@@ -228,6 +230,11 @@ def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any
 
             return self.embed.logits(op.tensor_expr_op(last, "last_row", [h])), cache
 
+        def verify(self, ids: Tensor, slot: Tensor, cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
+            """Logits at every position of `ids` (checking a draft's proposals in one pass)."""
+            h = self._body(op.reshape(self.embed.take(ids), (1, ids.shape[0], s.hidden)), cache, slot)
+            return self.embed.logits(h), cache
+
         def decode(self, ids: Tensor, slot: Tensor, cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
             h = self._body(op.reshape(self.embed.take(ids), (1, 1, s.hidden)), cache, slot)
             return self.embed.logits(h), cache
@@ -249,6 +256,7 @@ def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any
     spec = {
         "prefill": {"ids": nn.spec.Tensor(["n"], "int32"), "slot": slot, "cache": cache, "$": packed},
         "decode": {"ids": nn.spec.Tensor([1], "int32"), "slot": slot, "cache": cache, "$": packed},
+        "verify": {"ids": nn.spec.Tensor(["n"], "int32"), "slot": slot, "cache": cache, "$": packed},
         "create_kv": {"max_batch": int, "max_tokens": int, "chunk": int, "page": int,
                       "$": {"param_mode": "none", "effect_mode": "none"}},
     }  # fmt: skip
@@ -264,7 +272,7 @@ class ArtifactKey:
     target: str
     quantization: str
     tvm_version: str
-    layout: int = 4  # bump when the graph or weight layout changes
+    layout: int = 5  # bump when the graph or weight layout changes
 
     @property
     def digest(self) -> str:

@@ -55,6 +55,7 @@ class TvmLlama:
         self._end = tvm.get_global_func("vm.builtin.kv_state_end_forward")
         self._add = tvm.get_global_func("vm.builtin.kv_state_add_sequence")
         self._remove = tvm.get_global_func("vm.builtin.kv_state_remove_sequence")
+        self._popn = tvm.get_global_func("vm.builtin.kv_state_popn")
         self._tvm = tvm
         self.n_past = 0
         self._add(self._kv, 0)
@@ -90,7 +91,7 @@ class TvmLlama:
         logits, self._kv = self.vm[fn](ids, slot, self._kv, self.params)
         self._end(self._kv)
         self.n_past += len(tokens)
-        return np.asarray(logits.numpy()).reshape(-1)
+        return np.asarray(logits.numpy()).reshape(len(tokens) if fn == "verify" else 1, -1)
 
     def prefill(self, tokens: Sequence[int], adapter: str | None = None) -> np.ndarray:
         """Logits after the last of `tokens` (fed in chunks of at most `prefill_chunk`)."""
@@ -100,10 +101,20 @@ class TvmLlama:
             logits = self._run("prefill", tokens[start : start + self.prefill_chunk], slot)
         if logits is None:
             raise EngineError("prefill of no tokens")
-        return logits
+        return logits[0]
 
     def decode(self, token: int, adapter: str | None = None) -> np.ndarray:
-        return self._run("decode", [token], self._slot(adapter))
+        return self._run("decode", [token], self._slot(adapter))[0]
+
+    def verify(self, tokens: Sequence[int], adapter: str | None = None) -> np.ndarray:
+        """(len(tokens), vocab) logits: row i predicts what follows tokens[i]."""
+        return self._run("verify", tokens, self._slot(adapter))
+
+    def rollback(self, n: int) -> None:
+        """Forget the last n tokens of the sequence (draft tokens the target rejected)."""
+        if n > 0:
+            self._popn(self._kv, 0, n)
+            self.n_past -= n
 
     def greedy(self, prompt: Sequence[int], max_tokens: int, stop: Any = (), adapter: str | None = None) -> list[int]:
         """Greedy continuation of `prompt` from an empty sequence; stops after a token in `stop`."""
