@@ -285,12 +285,12 @@ def tvm_block(path: Path, sha: str, engine: LlamaCppEngine, threads: int, repeat
     messages = chat(SYSTEM, STORY)
     prompt = engine.tokenize(engine.apply_chat_template(messages), special=True)
 
-    def tvm_decode() -> float:
+    def tvm_decode(adapter: str | None = None) -> float:
         model.reset()
-        token = int(model.prefill(prompt).argmax())
+        token = int(model.prefill(prompt, adapter).argmax())
         t0 = time.perf_counter()
         for _ in range(n):
-            token = int(model.decode(token).argmax())
+            token = int(model.decode(token, adapter).argmax())
         return n / (time.perf_counter() - t0)
 
     def tvm_prefill(tokens: list[int]) -> float:
@@ -309,16 +309,7 @@ def tvm_block(path: Path, sha: str, engine: LlamaCppEngine, threads: int, repeat
     from assistant.adapters import AdapterProject
 
     model.load_adapter("home", AdapterProject("home").adapter_path)
-
-    def tvm_decode_lora() -> float:
-        model.reset()
-        token = int(model.prefill(prompt, "home").argmax())
-        t0 = time.perf_counter()
-        for _ in range(n):
-            token = int(model.decode(token, "home").argmax())
-        return n / (time.perf_counter() - t0)
-
-    _, _, lora_ratio = paired(tvm_decode, tvm_decode_lora, repeats)
+    _, _, lora_ratio = paired(tvm_decode, lambda: tvm_decode("home"), repeats)
     llama_pre, tvm_pre, pre_ratio = paired(lambda: llama_prefill(prompt), lambda: tvm_prefill(prompt), repeats)
     long = (engine.tokenize(STORY) * 40)[:512]
     short_rate, long_rate = tvm_prefill(long[:128]), tvm_prefill(long)

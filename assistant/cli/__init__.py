@@ -549,6 +549,8 @@ def models_compile(
         from assistant.engine.tvm.model import compile_model
     except ImportError:
         raise _fail("the TVM backend needs the tvm extra: pip install 'assistant[tvm]'") from None
+    if target not in ("llvm", "cuda", "vulkan", "opencl-mali"):
+        raise _fail(f"unknown target '{target}': use llvm, cuda, vulkan or opencl-mali", 2)
     cfg = _load(config)
     store = ModelStore.from_config(cfg)
     try:
@@ -556,8 +558,6 @@ def models_compile(
         path = store.prepare(manifest)
     except ModelError as exc:
         raise _fail(str(exc)) from None
-    if target not in ("llvm", "cuda", "vulkan", "opencl-mali"):
-        raise _fail(f"unknown target '{target}': use llvm, cuda, vulkan or opencl-mali", 2)
     with err.status(f"compiling {manifest.name} for {target} (about 20 s on 2 cores)"):
         try:
             library, _, seconds = compile_model(

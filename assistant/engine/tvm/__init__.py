@@ -1,9 +1,10 @@
-"""Compiled engine backend on Apache TVM (the compiler MLC-LLM is built on), first slice.
+"""Compiled engine backend on Apache TVM (the compiler MLC-LLM is built on). Needs the `tvm` extra.
 
-What exists: the 4-bit kernels the compiled model will be built from (GGUF Q4_1 weights kept
-packed; dequantized inside the matmul, never as a float copy), their CPU and GPU schedules, and
-target resolution for the integrator's devices (llvm for this CPU, cuda, vulkan, OpenCL for Mali
-cross-compiled for an aarch64 host). Needs the `tvm` extra.
+- `quant`, `kernels`: GGUF 4-bit weights kept packed and dequantized inside the matmul, with CPU
+  and GPU schedules.
+- `target`: llvm for this CPU, cuda, vulkan, OpenCL for Mali cross-compiled for an aarch64 host.
+- `model`: the Llama graph on TVM's paged KV cache with run-time LoRA slots, and the artifact cache.
+- `runtime.TvmLlama`: one sequence on the compiled model; `speculative`: a CPU draft for it.
 """
 
 from assistant.engine.tvm.kernels import q4_1_matmul, schedule_cpu, schedule_gpu

@@ -71,10 +71,13 @@ class LlamaShape:
         )  # fmt: skip
 
 
+def _halves_order(rows: int, heads: int) -> np.ndarray:
+    """Row index taking each head from llama.cpp's (0, d/2, 1, d/2+1, ...) order back to (0..d/2-1, d/2..d-1)."""
+    return np.arange(rows).reshape(heads, rows // heads // 2, 2).transpose(0, 2, 1).reshape(-1)
+
+
 def _interleaved_to_halves(w: Q4_1Weight, heads: int) -> Q4_1Weight:
-    """Rows of each head from llama.cpp's (0, d/2, 1, d/2+1, ...) order back to (0..d/2-1, d/2..d-1)."""
-    head_dim = w.codes.shape[0] // heads
-    idx = np.arange(w.codes.shape[0]).reshape(heads, head_dim // 2, 2).transpose(0, 2, 1).reshape(-1)
+    idx = _halves_order(w.codes.shape[0], heads)
     return Q4_1Weight(w.codes[idx], w.scales[idx], w.mins[idx])
 
 
@@ -134,6 +137,8 @@ def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any
     funcs: dict[tuple[int, int], Any] = {}
     s = shape
 
+    head = schedule(q8_0_matmul(s.vocab, s.hidden))["main"].with_attr("global_symbol", "q8_head")
+
     def matmul_func(out_f: int, in_f: int) -> Any:
         if (out_f, in_f) not in funcs:
             func = schedule(q4_1_matmul(out_f, in_f))["main"]
@@ -185,7 +190,6 @@ def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any
 
         def logits(self, x: Tensor) -> Tensor:
             """(1, n, hidden) -> (1, n, vocab)."""
-            head = schedule(q8_0_matmul(s.vocab, s.hidden))["main"].with_attr("global_symbol", "q8_head")
             n = x.shape[1]
             rows = op.reshape(x, (n, s.hidden))
             y = op.tensor_ir_op(head, "q8_head", [rows, self.codes, self.scales],
@@ -283,6 +287,14 @@ def compile_model(
     gguf_path: Path, model_sha256: str, kind: TargetKind, cache_dir: Path, *, threads: int = 2
 ) -> tuple[Path, list[str], float]:
     """(library path, parameter names, seconds spent compiling: 0 when the cached artifact fits)."""
+    shape = LlamaShape.from_gguf(GGUFReader(str(gguf_path)), gguf_path)
+    return compile_shape(shape, model_sha256, kind, cache_dir, threads=threads)
+
+
+def compile_shape(
+    shape: LlamaShape, model_sha256: str, kind: TargetKind, cache_dir: Path, *, threads: int = 2
+) -> tuple[Path, list[str], float]:
+    """`compile_model` for a caller that has read the GGUF already."""
     import tvm
 
     if kind != "llvm":
@@ -290,8 +302,6 @@ def compile_model(
             f"compiling the whole model for {kind} is not built yet: its q4 kernels cross-compile "
             "(assistant.engine.tvm.kernels.schedule_gpu), the other operators still need GPU schedules"
         )
-    reader = GGUFReader(str(gguf_path))
-    shape = LlamaShape.from_gguf(reader, gguf_path)
     target = resolve_target(kind, threads=threads)
     key = ArtifactKey(model_sha256, str(target), "q4_1+q8_0", tvm.__version__)
     folder = cache_dir / key.digest
@@ -351,8 +361,7 @@ def lora_slot_arrays(path: Path, shape: LlamaShape, scale: float = 1.0) -> dict[
                 raise EngineError(f"adapter {path}: blk.{i}.{name}: A {a.shape} B {b.shape} do not fit (rank <= {r})")
             b = b * (scale * alpha / rank)
             if name in ("attn_q", "attn_k"):
-                heads = shape.heads if name == "attn_q" else shape.kv_heads
-                b = b[np.arange(n_out).reshape(heads, d // 2, 2).transpose(0, 2, 1).reshape(-1)]
+                b = b[_halves_order(n_out, shape.heads if name == "attn_q" else shape.kv_heads)]
             if name == "attn_output":
                 o_a[:rank], o_b[:, :rank] = a, b
             else:

@@ -10,7 +10,7 @@ import numpy as np
 from gguf import GGUFReader
 
 from assistant.engine.lora import check_base, read_adapter_manifest
-from assistant.engine.tvm.model import LORA_SLOTS, LlamaShape, compile_model, load_weights, lora_slot_arrays
+from assistant.engine.tvm.model import LORA_SLOTS, LlamaShape, compile_shape, load_weights, lora_slot_arrays
 from assistant.engine.tvm.target import TargetKind, device_available
 from assistant.engine.types import EngineError
 
@@ -34,9 +34,9 @@ class TvmLlama:
 
         if not device_available(kind):
             raise EngineError(f"no {kind} device on this machine: build for it with `assistant models compile`")
-        library, names, self.compile_s = compile_model(gguf_path, model_sha256, kind, cache_dir, threads=threads)
         reader = GGUFReader(str(gguf_path))
         self.shape = LlamaShape.from_gguf(reader, gguf_path)
+        library, names, self.compile_s = compile_shape(self.shape, model_sha256, kind, cache_dir, threads=threads)
         weights = load_weights(reader, self.shape, gguf_path)
         self.device = {"llvm": tvm.cpu, "cuda": tvm.cuda, "vulkan": tvm.vulkan}[kind](0)
         self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), self.device)
@@ -47,10 +47,11 @@ class TvmLlama:
         self.adapters: dict[str, int] = {}
         self.model_sha256 = model_sha256
         self.context_size, self.prefill_chunk = context_size, prefill_chunk
-        shape_tuple = tvm.runtime.ShapeTuple
-        self._shape = shape_tuple
+        self._shape_tuple = shape_tuple = tvm.runtime.ShapeTuple
         self._kv = self.vm["create_kv"](shape_tuple([1]), shape_tuple([context_size]), shape_tuple([prefill_chunk]),
                                         shape_tuple([16]))  # fmt: skip
+        # The slot index each request passes to the graph, made once (decode passes one per token).
+        self._slot_ids = [tvm.runtime.tensor(np.array([k], np.int32), self.device) for k in range(LORA_SLOTS)]
         self._begin = tvm.get_global_func("vm.builtin.kv_state_begin_forward")
         self._end = tvm.get_global_func("vm.builtin.kv_state_end_forward")
         self._add = tvm.get_global_func("vm.builtin.kv_state_add_sequence")
@@ -76,7 +77,7 @@ class TvmLlama:
     def _slot(self, adapter: str | None) -> Any:
         if adapter is not None and adapter not in self.adapters:
             raise EngineError(f"unknown adapter '{adapter}' (loaded: {', '.join(self.adapters) or 'none'})")
-        return self._tvm.runtime.tensor(np.array([self.adapters.get(adapter or "", 0)], np.int32), self.device)
+        return self._slot_ids[self.adapters.get(adapter or "", 0)]
 
     def reset(self) -> None:
         self._remove(self._kv, 0)
@@ -87,7 +88,7 @@ class TvmLlama:
         if self.n_past + len(tokens) > self.context_size:
             raise EngineError(f"{self.n_past + len(tokens)} tokens exceed the context of {self.context_size}")
         ids = self._tvm.runtime.tensor(np.asarray(tokens, dtype=np.int32), self.device)
-        self._begin(self._kv, self._shape([0]), self._shape([len(tokens)]))
+        self._begin(self._kv, self._shape_tuple([0]), self._shape_tuple([len(tokens)]))
         logits, self._kv = self.vm[fn](ids, slot, self._kv, self.params)
         self._end(self._kv)
         self.n_past += len(tokens)
