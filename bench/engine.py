@@ -317,7 +317,7 @@ def tvm_block(path: Path, sha: str, engine: LlamaCppEngine, threads: int, repeat
         "tvm_compile_s": round(model.compile_s, 1),
         "tvm_decode_tok_s": round(tvm_dec, 1), "llama_cpp_decode_tok_s": round(llama_dec, 1),
         "tvm_cpu_decode_ratio": round(dec_ratio, 3),
-        "tvm_lora_decode_ratio": round(lora_ratio, 3),  # with the home adapter's slot / slot 0, same graph
+        "tvm_lora_decode_ratio": round(lora_ratio, 3),  # decode with the home adapter / without
         "tvm_prefill_tok_s": round(tvm_pre, 1), "llama_cpp_prefill_tok_s": round(llama_pre, 1),
         "tvm_prefill_ratio": round(pre_ratio, 3), "prompt_tokens": len(prompt),
         # Per-token prefill cost at 512 tokens relative to 128 (1.0 = linear; 4.0 would be quadratic).

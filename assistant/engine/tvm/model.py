@@ -28,7 +28,7 @@ from assistant.engine.tvm.target import TargetKind, resolve_target
 from assistant.engine.types import EngineError
 
 _Q8_BLOCK_BYTES = 34
-LORA_SLOTS = 4  # adapters resident at once; slot 0 is "no adapter" (zeros)
+LORA_SLOTS = 4  # adapters resident at once (requests without one run the graph without LoRA terms)
 LORA_RANK = 16  # the largest rank per projection; smaller ranks are zero-padded
 _MATRICES = {"attn_q": "q", "attn_k": "k", "attn_v": "v", "attn_output": "o", "ffn_gate": "gate", "ffn_up": "up",
              "ffn_down": "down"}  # fmt: skip
@@ -121,11 +121,11 @@ def load_weights(reader: GGUFReader, shape: LlamaShape, path: Path) -> dict[str,
 
 
 def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any, list[str]]:
-    """(Relax IRModule with prefill, decode, verify and create_kv, parameter names in call order).
+    """(Relax IRModule with prefill, verify (also decode), their `_base` twins and create_kv; parameter names).
 
     The attention projections carry LoRA slots: per layer, stacked A (slots, 3R, hidden) and B
     (slots, out, 3R) for q|k|v and the same for o, all run-time parameters. `prefill` and
-    `decode` take the slot to use, so switching adapters is an index, not a recompile or a copy.
+    `verify` take the slot to use, so switching adapters is an index, not a recompile or a copy.
     """
     from tvm import relax, te, tirx
     from tvm.relax.frontend import nn
@@ -206,7 +206,7 @@ def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any
             self.attn_norm = nn.RMSNorm(s.hidden, -1, s.eps, bias=False)
             self.ffn_norm = nn.RMSNorm(s.hidden, -1, s.eps, bias=False)
 
-        def forward(self, x: Tensor, cache: PagedKVCache, layer: int, slot: Tensor) -> Tensor:
+        def forward(self, x: Tensor, cache: PagedKVCache, layer: int, slot: Tensor | None) -> Tensor:
             b, n, _ = x.shape
             h = self.attn_norm(x)
             qkv = op.reshape(self.qkv(h, slot), (b, n, s.heads + 2 * s.kv_heads, s.head_dim))
@@ -221,27 +221,39 @@ def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any
             self.layers = nn.ModuleList([Layer() for _ in range(s.layers)])
             self.norm = nn.RMSNorm(s.hidden, -1, s.eps, bias=False)
 
-        def _body(self, x: Tensor, cache: PagedKVCache, slot: Tensor) -> Tensor:
+        def _body(self, x: Tensor, cache: PagedKVCache, slot: Tensor | None) -> Tensor:
             for i, layer in enumerate(self.layers):
                 x = layer(x, cache, i, slot)
             return self.norm(x)
 
-        def prefill(self, ids: Tensor, slot: Tensor, cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
-            h = self._body(op.reshape(self.embed.take(ids), (1, ids.shape[0], s.hidden)), cache, slot)
+        def _embed(self, ids: Tensor) -> Tensor:
+            return op.reshape(self.embed.take(ids), (1, ids.shape[0], s.hidden))
+
+        def _prefill(self, ids: Tensor, slot: Tensor | None, cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
+            h = self._body(self._embed(ids), cache, slot)
 
             def last(h: Any) -> Any:
                 return te.compute((1, 1, s.hidden), lambda a, b, k: h[a, h.shape[1] - 1, k], name="last_row")
 
             return self.embed.logits(op.tensor_expr_op(last, "last_row", [h])), cache
 
-        def verify(self, ids: Tensor, slot: Tensor, cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
-            """Logits at every position of `ids` (checking a draft's proposals in one pass)."""
-            h = self._body(op.reshape(self.embed.take(ids), (1, ids.shape[0], s.hidden)), cache, slot)
-            return self.embed.logits(h), cache
+        def _verify(self, ids: Tensor, slot: Tensor | None, cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
+            """Logits at every position of `ids` (checking a draft's proposals in one pass); also decode."""
+            return self.embed.logits(self._body(self._embed(ids), cache, slot)), cache
 
-        def decode(self, ids: Tensor, slot: Tensor, cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
-            h = self._body(op.reshape(self.embed.take(ids), (1, 1, s.hidden)), cache, slot)
-            return self.embed.logits(h), cache
+        # With an adapter slot, and without: the base path computes no LoRA terms at all (measured:
+        # a zero-filled slot through the LoRA matmuls cost about a fifth of decode speed).
+        def prefill(self, ids: Tensor, slot: Tensor, cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
+            return self._prefill(ids, slot, cache)
+
+        def verify(self, ids: Tensor, slot: Tensor, cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
+            return self._verify(ids, slot, cache)
+
+        def prefill_base(self, ids: Tensor, cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
+            return self._prefill(ids, None, cache)
+
+        def verify_base(self, ids: Tensor, cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
+            return self._verify(ids, None, cache)
 
         def create_kv(self, max_batch: tirx.Var, max_tokens: tirx.Var, chunk: tirx.Var, page: tirx.Var) -> PagedKVCache:
             return TIRPagedKVCache(
@@ -259,8 +271,9 @@ def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any
     slot = nn.spec.Tensor([1], "int32")
     spec = {
         "prefill": {"ids": nn.spec.Tensor(["n"], "int32"), "slot": slot, "cache": cache, "$": packed},
-        "decode": {"ids": nn.spec.Tensor([1], "int32"), "slot": slot, "cache": cache, "$": packed},
         "verify": {"ids": nn.spec.Tensor(["n"], "int32"), "slot": slot, "cache": cache, "$": packed},
+        "prefill_base": {"ids": nn.spec.Tensor(["n"], "int32"), "cache": cache, "$": packed},
+        "verify_base": {"ids": nn.spec.Tensor(["n"], "int32"), "cache": cache, "$": packed},
         "create_kv": {"max_batch": int, "max_tokens": int, "chunk": int, "page": int,
                       "$": {"param_mode": "none", "effect_mode": "none"}},
     }  # fmt: skip
@@ -276,7 +289,7 @@ class ArtifactKey:
     target: str
     quantization: str
     tvm_version: str
-    layout: int = 5  # bump when the graph or weight layout changes
+    layout: int = 6  # bump when the graph or weight layout changes
 
     @property
     def digest(self) -> str:

@@ -50,7 +50,7 @@ class TvmLlama:
         self._shape_tuple = shape_tuple = tvm.runtime.ShapeTuple
         self._kv = self.vm["create_kv"](shape_tuple([1]), shape_tuple([context_size]), shape_tuple([prefill_chunk]),
                                         shape_tuple([16]))  # fmt: skip
-        # The slot index each request passes to the graph, made once (decode passes one per token).
+        # The slot index a request with an adapter passes to the graph, made once (decode passes one per token).
         self._slot_ids = [tvm.runtime.tensor(np.array([k], np.int32), self.device) for k in range(LORA_SLOTS)]
         self._begin = tvm.get_global_func("vm.builtin.kv_state_begin_forward")
         self._end = tvm.get_global_func("vm.builtin.kv_state_end_forward")
@@ -65,9 +65,10 @@ class TvmLlama:
         """Make a GGUF LoRA resident in a free slot (no recompile; requests pick it by name)."""
         manifest = read_adapter_manifest(path)
         check_base(manifest, path, manifest.base_model, self.model_sha256)
-        slot = self.adapters.get(name) or next((k for k in range(1, LORA_SLOTS) if k not in self.adapters.values()), 0)
-        if not slot:
-            raise EngineError(f"all {LORA_SLOTS - 1} adapter slots are taken ({', '.join(self.adapters)})")
+        free = [k for k in range(LORA_SLOTS) if k not in self.adapters.values()]
+        slot = self.adapters[name] if name in self.adapters else (free[0] if free else None)
+        if slot is None:
+            raise EngineError(f"all {LORA_SLOTS} adapter slots are taken ({', '.join(self.adapters)})")
         for param, array in lora_slot_arrays(path, self.shape, scale).items():
             host = self._lora_host[param]
             host[slot] = array
@@ -77,7 +78,7 @@ class TvmLlama:
     def _slot(self, adapter: str | None) -> Any:
         if adapter is not None and adapter not in self.adapters:
             raise EngineError(f"unknown adapter '{adapter}' (loaded: {', '.join(self.adapters) or 'none'})")
-        return self._slot_ids[self.adapters.get(adapter or "", 0)]
+        return None if adapter is None else self._slot_ids[self.adapters[adapter]]
 
     def reset(self) -> None:
         self._remove(self._kv, 0)
@@ -89,7 +90,10 @@ class TvmLlama:
             raise EngineError(f"{self.n_past + len(tokens)} tokens exceed the context of {self.context_size}")
         ids = self._tvm.runtime.tensor(np.asarray(tokens, dtype=np.int32), self.device)
         self._begin(self._kv, self._shape_tuple([0]), self._shape_tuple([len(tokens)]))
-        logits, self._kv = self.vm[fn](ids, slot, self._kv, self.params)
+        if slot is None:  # no adapter: the graph without LoRA terms
+            logits, self._kv = self.vm[f"{fn}_base"](ids, self._kv, self.params)
+        else:
+            logits, self._kv = self.vm[fn](ids, slot, self._kv, self.params)
         self._end(self._kv)
         self.n_past += len(tokens)
         return np.asarray(logits.numpy()).reshape(len(tokens) if fn == "verify" else 1, -1)
@@ -105,7 +109,7 @@ class TvmLlama:
         return logits[0]
 
     def decode(self, token: int, adapter: str | None = None) -> np.ndarray:
-        return self._run("decode", [token], self._slot(adapter))[0]
+        return self._run("verify", [token], self._slot(adapter))[0]
 
     def verify(self, tokens: Sequence[int], adapter: str | None = None) -> np.ndarray:
         """(len(tokens), vocab) logits: row i predicts what follows tokens[i]."""
