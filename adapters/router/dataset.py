@@ -172,10 +172,16 @@ def heldout_examples() -> list[Example]:
     ]
 
 
+@cache
+def _classifier(engine: Engine, adapter: str | None) -> LlmClassifier:
+    router = _router()
+    return LlmClassifier(engine, _intents(router), router.templates, adapter=adapter, llm_decides=True)
+
+
 def predict(engine: Engine, example: Example, adapter: str | None) -> str:
     """The whole routing decision with the classifier on `engine`: same prompt, with or without the adapter."""
     router = _router()
-    router.classifier = LlmClassifier(engine, _intents(router), router.templates, adapter=adapter, llm_decides=True)
+    router.classifier = _classifier(engine, adapter)
     route = router.route(example.messages[-1].content, now=dt.datetime.fromisoformat(example.meta["now"]))
     return json.dumps({"intent": route.intent, "slots": route.slots}, default=str)
 
