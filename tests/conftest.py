@@ -47,6 +47,24 @@ def engine(default_model_path: Path) -> Iterator[object]:
     eng.close()
 
 
+@pytest.fixture(scope="session")
+def tvm_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One TVM artifact cache for the session: the default model is compiled once (about 20 s)."""
+    return tmp_path_factory.mktemp("tvm-cache")
+
+
+@pytest.fixture(scope="session")
+def tvm_engine(default_model_path: Path, base_sha: str, tvm_cache: Path) -> Iterator[object]:
+    """The default model compiled with TVM for this CPU, behind the same Engine protocol."""
+    pytest.importorskip("tvm", reason="the tvm extra (scripts/test.sh installs it)")
+    from assistant.engine.tvm.engine import TvmEngine
+
+    eng = TvmEngine(default_model_path, model_sha256=base_sha, cache_dir=tvm_cache, name=DEFAULT_MODEL,
+                    context_size=1024, threads=2)  # fmt: skip
+    yield eng
+    eng.close()
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

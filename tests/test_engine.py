@@ -1,4 +1,5 @@
-"""The llama.cpp engine on the real default model (SmolLM2-135M-Instruct Q4_1)."""
+"""Both engine backends on the real default model (SmolLM2-135M-Instruct Q4_1): llama.cpp, and the
+model compiled with TVM for this CPU. Each behaviour test runs on both."""
 
 from __future__ import annotations
 
@@ -9,16 +10,23 @@ import numpy as np
 import pytest
 
 from assistant.engine import ChatMessage, EngineError, Sampling
-from assistant.engine.llama_cpp import LlamaCppEngine, _split_stop
+from assistant.engine.llama_cpp import LlamaCppEngine
+from assistant.engine.local import LocalEngine, split_stop
 
 SYSTEM = ChatMessage(role="system", content="You are a concise assistant.")
+
+
+@pytest.fixture(params=["llama_cpp", "tvm"])
+def engine(request: pytest.FixtureRequest, engine: LlamaCppEngine) -> LocalEngine:
+    """The session's engine of each backend (the conftest `engine` is the llama.cpp one)."""
+    return engine if request.param == "llama_cpp" else request.getfixturevalue("tvm_engine")
 
 
 def chat(text: str) -> list[ChatMessage]:
     return [SYSTEM, ChatMessage(role="user", content=text)]
 
 
-def test_real_model_answers_a_factual_question(engine: LlamaCppEngine) -> None:
+def test_real_model_answers_a_factual_question(engine: LocalEngine) -> None:
     gen = engine.generate(chat("What is the capital of France?"), max_tokens=24)
     text = gen.result()
     assert "Paris" in text
@@ -27,7 +35,7 @@ def test_real_model_answers_a_factual_question(engine: LlamaCppEngine) -> None:
     assert gen.stats.prompt_tokens > 10 and gen.stats.prefill_s > 0 and gen.stats.first_token_s > 0
 
 
-def test_greedy_generation_is_deterministic_and_independent_of_cache_state(engine: LlamaCppEngine) -> None:
+def test_greedy_generation_is_deterministic_and_independent_of_cache_state(engine: LocalEngine) -> None:
     engine.reset()
     cold = engine.generate(chat("Name a color of the sky."), max_tokens=20)
     cold.result()
@@ -39,7 +47,7 @@ def test_greedy_generation_is_deterministic_and_independent_of_cache_state(engin
     assert warm.tokens == cold.tokens
 
 
-def test_shared_system_prompt_is_reused_and_output_matches_a_cold_cache(engine: LlamaCppEngine) -> None:
+def test_shared_system_prompt_is_reused_and_output_matches_a_cold_cache(engine: LocalEngine) -> None:
     engine.generate(chat("Tell me a fun fact about cats."), max_tokens=16).result()
     reused = engine.generate(chat("What is two plus three?"), max_tokens=16)
     reused.result()
@@ -54,20 +62,20 @@ def test_shared_system_prompt_is_reused_and_output_matches_a_cold_cache(engine: 
     assert fresh.tokens == reused.tokens
 
 
-def test_streaming_pieces_add_up_to_the_text(engine: LlamaCppEngine) -> None:
+def test_streaming_pieces_add_up_to_the_text(engine: LocalEngine) -> None:
     gen = engine.generate(chat("Describe the ocean in two sentences."), max_tokens=40)
     pieces = list(gen)
     assert len(pieces) > 5
     assert "".join(pieces) == gen.text == engine.detokenize(gen.tokens)
 
 
-def test_max_tokens_is_respected(engine: LlamaCppEngine) -> None:
+def test_max_tokens_is_respected(engine: LocalEngine) -> None:
     gen = engine.generate(chat("Write a long story about a dragon."), max_tokens=5)
     gen.result()
     assert len(gen.tokens) == 5 and gen.stats.finish_reason == "length"
 
 
-def test_stop_string_ends_generation_and_is_not_emitted(engine: LlamaCppEngine) -> None:
+def test_stop_string_ends_generation_and_is_not_emitted(engine: LocalEngine) -> None:
     messages = chat("Describe a sunny day at the beach.")
     full = engine.generate(messages, max_tokens=30).result()
     # Stop on a string taken from the middle of the unconstrained output; it may span token boundaries.
@@ -81,12 +89,12 @@ def test_stop_string_ends_generation_and_is_not_emitted(engine: LlamaCppEngine) 
 
 
 def test_split_stop_holds_back_a_possible_stop_prefix() -> None:
-    assert _split_stop("hello wor", ("world",)) == ("hello ", "wor", False)
-    assert _split_stop("hello world!", ("world",)) == ("hello ", "", True)
-    assert _split_stop("abc", ()) == ("abc", "", False)
+    assert split_stop("hello wor", ("world",)) == ("hello ", "wor", False)
+    assert split_stop("hello world!", ("world",)) == ("hello ", "", True)
+    assert split_stop("abc", ()) == ("abc", "", False)
 
 
-def test_cancel_stops_generation_promptly(engine: LlamaCppEngine) -> None:
+def test_cancel_stops_generation_promptly(engine: LocalEngine) -> None:
     cancel = threading.Event()
     gen = engine.generate(chat("Write a long story about a dragon."), max_tokens=200, cancel=cancel)
     for i, _ in enumerate(gen):
@@ -96,14 +104,14 @@ def test_cancel_stops_generation_promptly(engine: LlamaCppEngine) -> None:
     assert len(gen.tokens) <= 4
 
 
-def test_cancel_before_start_generates_nothing(engine: LlamaCppEngine) -> None:
+def test_cancel_before_start_generates_nothing(engine: LocalEngine) -> None:
     cancel = threading.Event()
     cancel.set()
     gen = engine.generate(chat("Hello"), cancel=cancel)
     assert gen.result() == "" and gen.stats.finish_reason == "cancelled"
 
 
-def test_abandoned_stream_releases_the_engine(engine: LlamaCppEngine) -> None:
+def test_abandoned_stream_releases_the_engine(engine: LocalEngine) -> None:
     gen = engine.generate(chat("Write a long story about a dragon."), max_tokens=100)
     it = iter(gen)
     next(it)
@@ -118,7 +126,7 @@ def test_abandoned_stream_releases_the_engine(engine: LlamaCppEngine) -> None:
     assert a.tokens == b.tokens
 
 
-def test_seeded_sampling_is_reproducible_and_differs_from_greedy(engine: LlamaCppEngine) -> None:
+def test_seeded_sampling_is_reproducible_and_differs_from_greedy(engine: LocalEngine) -> None:
     s = Sampling(temperature=1.2, top_k=0, top_p=1.0, seed=7)
     one = engine.generate(chat("Invent a name for a cat."), max_tokens=12, sampling=s)
     one.result()
@@ -138,7 +146,7 @@ def test_seeded_sampling_is_reproducible_and_differs_from_greedy(engine: LlamaCp
     assert any(g.tokens != one.tokens for g in others)
 
 
-def test_chat_template_and_tokenizer(engine: LlamaCppEngine) -> None:
+def test_chat_template_and_tokenizer(engine: LocalEngine) -> None:
     prompt = engine.apply_chat_template(chat("hi"))
     assert "<|im_start|>system" in prompt and prompt.rstrip().endswith("<|im_start|>assistant")
     special = engine.tokenize("<|im_start|>", special=True)
@@ -148,31 +156,47 @@ def test_chat_template_and_tokenizer(engine: LlamaCppEngine) -> None:
     assert engine.detokenize(engine.tokenize(text)) == text
 
 
-def test_prompt_longer_than_context_is_a_clear_error(engine: LlamaCppEngine) -> None:
+def test_prompt_longer_than_context_is_a_clear_error(engine: LocalEngine) -> None:
     with pytest.raises(EngineError, match="context holds 1024"):
         engine.generate(chat("word " * 2000))
 
 
-def test_empty_chat_is_an_error(engine: LlamaCppEngine) -> None:
+def test_empty_chat_is_an_error(engine: LocalEngine) -> None:
     with pytest.raises(EngineError, match="at least one message"):
         engine.generate([])
 
 
-def test_corrupt_gguf_names_the_file_and_cause(tmp_path: Path, default_model_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["llama_cpp", "tvm"])
+def test_corrupt_gguf_names_the_file_and_cause(tmp_path: Path, default_model_path: Path, backend: str) -> None:
+    def load(path: Path) -> object:
+        if backend == "llama_cpp":
+            return LlamaCppEngine(path)
+        pytest.importorskip("tvm")
+        from assistant.engine.tvm.engine import TvmEngine
+
+        return TvmEngine(path, model_sha256="0" * 64, cache_dir=tmp_path / "cache")
+
     bad = tmp_path / "not-a-model.gguf"
     bad.write_bytes(b"this is not a gguf file at all")
     with pytest.raises(EngineError, match=r"not-a-model\.gguf.*invalid magic"):
-        LlamaCppEngine(bad)
+        load(bad)
     truncated = tmp_path / "truncated.gguf"
     with default_model_path.open("rb") as src:
         truncated.write_bytes(src.read(5_000_000))
     with pytest.raises(EngineError, match=r"truncated\.gguf"):
-        LlamaCppEngine(truncated)
+        load(truncated)
     with pytest.raises(EngineError, match="does not exist"):
-        LlamaCppEngine(tmp_path / "missing.gguf")
+        load(tmp_path / "missing.gguf")
 
 
-def test_logits_are_finite(engine: LlamaCppEngine) -> None:
+def test_logits_are_finite(engine: LocalEngine) -> None:
     engine.generate(chat("Hi"), max_tokens=1).result()
     logits = engine.logits()
     assert logits.shape == (engine.n_vocab,) and np.isfinite(logits).all()
+
+
+def test_grammar_constrains_the_output(engine: LocalEngine) -> None:
+    gen = engine.generate(chat("Is the sky green? Answer yes or no."), max_tokens=6, grammar='root ::= "yes" | "no"')
+    assert gen.result() in ("yes", "no") and gen.stats.finish_reason == "eos"
+    with pytest.raises(EngineError, match="invalid grammar"):
+        engine.generate(chat("Hi"), grammar="root ::= (")

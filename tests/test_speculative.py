@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from scipy import stats
 from assistant.engine import ChatMessage, EngineError, Sampling
 from assistant.engine.costmodel import CostModel
 from assistant.engine.llama_cpp import LlamaCppEngine
+from assistant.engine.local import LocalEngine
 from assistant.engine.sampling import speculative_accept
 from assistant.engine.speculative import SpeculativeEngine, check_vocabularies
 from assistant.modelstore import ModelStore
@@ -29,15 +31,36 @@ def chat(text: str) -> list[ChatMessage]:
     return [ChatMessage(role="system", content="You are a concise assistant."), ChatMessage(role="user", content=text)]
 
 
-@pytest.fixture(scope="module")
-def pair(default_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> SpeculativeEngine:
+def _target(backend: str, model: Path, sha: str, cache: Path) -> LocalEngine:
+    if backend == "llama_cpp":
+        return LlamaCppEngine(model, name="target", context_size=1024, base_sha256=sha)
+    pytest.importorskip("tvm", reason="the tvm extra (scripts/test.sh installs it)")
+    from assistant.engine.tvm.engine import TvmEngine
+
+    return TvmEngine(model, model_sha256=sha, cache_dir=cache, name="target", context_size=1024)
+
+
+@pytest.fixture(scope="module", params=["llama_cpp", "tvm"])
+def pair(
+    request: pytest.FixtureRequest, default_model_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SpeculativeEngine]:
     """Target and draft are the same real model (any same-vocabulary draft will do); the target
-    also carries a strong random LoRA so that, with the adapter on, drafts get rejected."""
-    sha = ModelStore().get(DEFAULT_MODEL).sha256
-    target = LlamaCppEngine(default_model_path, name="target", context_size=1024, base_sha256=sha)
-    target.load_adapter("skew", make_lora(tmp_path_factory.mktemp("l") / "skew.gguf", sha or "", seed=1))
+    also carries a strong random LoRA so that, with the adapter on, drafts get rejected.
+
+    The target is the llama.cpp engine, or the model compiled with TVM (the cross-device case:
+    on a device the compiled target runs on the GPU while the llama.cpp draft stays on the CPU)."""
+    sha = ModelStore().get(DEFAULT_MODEL).sha256 or ""
+    target = _target(request.param, default_model_path, sha, request.getfixturevalue("tvm_cache"))
+    target.load_adapter("skew", make_lora(tmp_path_factory.mktemp("l") / "skew.gguf", sha, seed=1))
     draft = LlamaCppEngine(default_model_path, name="draft", context_size=1024, threads=1, threads_batch=1)
-    return SpeculativeEngine(target, draft, max_draft=6, fixed_k=4)
+    spec = SpeculativeEngine(target, draft, max_draft=6, fixed_k=4)
+    yield spec
+    spec.close()
+
+
+def same_runtime(pair: SpeculativeEngine) -> bool:
+    """Draft and target on the same runtime agree on every token; across runtimes, almost every."""
+    return isinstance(pair.target, LlamaCppEngine)
 
 
 def plain(pair: SpeculativeEngine, messages: list[ChatMessage], adapter: str | None = None, **kw: object) -> list[int]:
@@ -61,7 +84,8 @@ def test_greedy_speculation_equals_plain_greedy(pair: SpeculativeEngine, prompt:
     expected = plain(pair, chat(prompt))
     pair.stats.__init__()  # type: ignore[misc]
     assert speculative(pair, chat(prompt)) == expected
-    assert pair.stats.drafted > 0 and pair.stats.acceptance == 1.0  # the draft is the target's own model
+    # The draft is the target's own model; the TVM build rounds differently from llama.cpp.
+    assert pair.stats.drafted > 0 and pair.stats.acceptance >= (1.0 if same_runtime(pair) else 0.8)
 
 
 @pytest.mark.parametrize("prompt", PROMPTS)
@@ -90,7 +114,7 @@ def test_adaptive_k_follows_the_cost_model(pair: SpeculativeEngine) -> None:
     assert spec.choose_k(None) > 0
     expected = plain(pair, chat(PROMPTS[1]))
     assert speculative(spec, chat(PROMPTS[1])) == expected
-    assert spec.acceptance(None) > 0.9  # learned from the run: self-draft always agrees
+    assert spec.acceptance(None) > (0.9 if same_runtime(pair) else 0.7)  # learned from the run: self-draft agrees
     spec._cost = costly
     assert spec.choose_k(None) == 0  # predicted slower than plain decoding: do not speculate
     assert speculative(spec, chat(PROMPTS[1])) == expected
@@ -190,10 +214,24 @@ def test_cost_model_predictions() -> None:
 
 
 def test_this_build_verifies_batches_bit_identically(pair: SpeculativeEngine) -> None:
-    """What lossless greedy speculation rests on; scripts/install.sh builds llama.cpp for it."""
+    """What lossless greedy speculation rests on; scripts/install.sh builds llama.cpp for it.
+
+    TVM's attention kernels for one token and for several sum in other orders: the logits of a
+    verify batch are within 1e-4 of one-token decodes, not bit-identical (the engine says so)."""
     spec = SpeculativeEngine(pair.target, pair.draft, max_draft=4)
     spec.calibrate()
-    assert spec.batch_invariant is True
+    assert spec.batch_invariant is (pair.target.batch_variance is None)
+    if not same_runtime(pair):
+        context = pair.target.tokenize("The quick brown fox jumps over the lazy dog. " * 12, special=True)
+        base = len(context) - 4
+        pair.target.prefill(context[:base])
+        single = []
+        for i in range(4):
+            pair.target._decode([context[base + i]], base + i)
+            single.append(np.array(pair.target.logits()))
+        pair.target.truncate(base)
+        pair.target._decode(context[base:], base, all_logits=True)
+        assert max(float(np.abs(single[i] - pair.target.logits(i)).max()) for i in range(4)) < 1e-4
 
 
 def test_config_with_a_draft_builds_a_speculative_engine(default_model_path: Path, tmp_path: Path) -> None:

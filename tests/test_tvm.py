@@ -102,10 +102,10 @@ PROMPTS = ["What is the capital of France?", "Tell me a joke."]
 
 
 @pytest.fixture(scope="module")
-def compiled(default_model_path: Path, base_sha: str, tmp_path_factory: pytest.TempPathFactory) -> object:
+def compiled(default_model_path: Path, base_sha: str, tvm_cache: Path) -> object:
     from assistant.engine.tvm.runtime import TvmLlama
 
-    return TvmLlama(default_model_path, base_sha, tmp_path_factory.mktemp("tvm-cache"), context_size=1024)
+    return TvmLlama(default_model_path, base_sha, tvm_cache, context_size=1024)
 
 
 def _llama_cpp_greedy(engine: object, prompt: list[int], n: int, adapter: str | None = None) -> list[int]:
@@ -213,12 +213,163 @@ def test_a_model_of_another_architecture_is_refused_clearly(tmp_path: Path) -> N
         compile_model(store.prepare(qwen), "0" * 64, "llvm", tmp_path)
 
 
-def test_models_compile_names_what_it_cannot_build_yet() -> None:
+def test_models_compile_refuses_what_this_tvm_cannot_build(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from assistant.cli import app
+    from assistant.engine.tvm.target import missing_codegen
+
+    result = CliRunner().invoke(app, ["models", "compile", "--target", "metal"])
+    assert result.exit_code == 2 and "unknown target 'metal'" in result.output
+    if missing_codegen("vulkan") is None:
+        pytest.skip("this TVM build generates Vulkan code")
+    result = CliRunner().invoke(app, ["models", "compile", "--target", "vulkan"])
+    assert result.exit_code == 1 and "no vulkan code generator" in result.output
+
+
+def test_whole_model_cross_compiles_for_mali_into_an_archive_the_device_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`assistant models compile --target opencl-mali`: aarch64 host objects plus the OpenCL kernels of
+    every operator (4-bit matmuls, paged attention, norms), cached like any other artifact."""
+    import tarfile
+
     from typer.testing import CliRunner
 
     from assistant.cli import app
 
-    result = CliRunner().invoke(app, ["models", "compile", "--target", "metal"])
-    assert result.exit_code == 2 and "unknown target 'metal'" in result.output
-    result = CliRunner().invoke(app, ["models", "compile", "--target", "opencl-mali"])
-    assert result.exit_code == 1 and "not built yet" in result.output and "kernels" in result.output
+    (tmp_path / "a.toml").write_text(f'[models]\ncache_dir = "{tmp_path / "cache"}"\n')
+    result = CliRunner().invoke(
+        app, ["models", "compile", "--target", "opencl-mali", "--config", str(tmp_path / "a.toml")]
+    )
+    assert result.exit_code == 0, result.output
+    archive = next((tmp_path / "cache" / "tvm").glob("*/model.tar"))
+    with tarfile.open(archive) as tar:
+        objects = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+    assert objects and all(data[:4] == b"\x7fELF" and data[18] == 183 for data in objects.values())  # EM_AARCH64
+    kernels = b"".join(objects.values())
+    for name in (b"q4_matmul_960x576_one", b"q4_matmul_576x1536_rows", b"rms_norm", b"batch_decode_paged_kv"):
+        assert name in kernels, name
+    again = CliRunner().invoke(
+        app, ["models", "compile", "--target", "opencl-mali", "--config", str(tmp_path / "a.toml")]
+    )
+    assert again.exit_code == 0 and "cached" in again.output
+
+
+def test_whole_model_builds_for_cuda_and_matches_the_cpu_build_on_a_gpu(
+    default_model_path: Path, base_sha: str, tvm_engine: object, tmp_path: Path
+) -> None:
+    """Builds wherever nvcc is (CI too); runs, and must give the CPU build's greedy tokens, only on a GPU."""
+    from assistant.engine import ChatMessage
+    from assistant.engine.tvm.engine import TvmEngine
+    from assistant.engine.tvm.model import compile_model
+    from assistant.engine.tvm.target import missing_codegen
+
+    if missing_codegen("cuda") is not None:
+        pytest.skip(missing_codegen("cuda"))
+    library, _, seconds = compile_model(default_model_path, base_sha, "cuda", tmp_path)
+    assert library.suffix == ".so" and seconds > 0
+    if not device_available("cuda"):
+        pytest.skip("built for cuda; no cuda device on this machine to run it")
+    gpu = TvmEngine(default_model_path, model_sha256=base_sha, cache_dir=tmp_path, kind="cuda", context_size=1024)
+    try:
+        for question in PROMPTS:
+            chat = [ChatMessage(role="user", content=question)]
+            ours = gpu.generate(chat, max_tokens=24)
+            ours.result()
+            cpu = tvm_engine.generate(chat, max_tokens=24)  # type: ignore[attr-defined]
+            cpu.result()
+            assert ours.tokens == cpu.tokens
+    finally:
+        gpu.close()
+
+
+# --- the engine on the compiled model -----------------------------------------------------------------
+
+
+def test_config_selects_the_compiled_backend_with_adapters_and_a_cpu_draft(
+    default_model_path: Path, tvm_engine: object, tvm_cache: Path, tmp_path: Path
+) -> None:
+    """`engine.backend = "tvm"`: the pipeline answers through the compiled model, adapters load into
+    its slots, and a configured draft wraps it in the same SpeculativeEngine as llama.cpp."""
+    import shutil
+
+    from assistant.config import load_config
+    from assistant.engine import load_engine
+    from assistant.engine.speculative import SpeculativeEngine
+    from assistant.engine.tvm.engine import TvmEngine
+    from assistant.modelstore import ModelStore
+    from assistant.pipeline import Assistant
+
+    base = ModelStore().get("smollm2-135m-instruct-q4_1")
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "draft.toml").write_text(
+        f'name = "smollm2-as-draft"\ndescription = "the default model as its own draft"\narchitecture = "llama"\n'
+        f'parameters = "135M"\nvocab_family = "smollm2"\nquantization = "Q4_1"\nlicense = "Apache-2.0"\n'
+        f'size = {base.size}\nsha256 = "{base.sha256}"\n[source]\nkind = "file"\npath = "{default_model_path}"\n'
+    )
+    cache = tmp_path / "cache"
+    shutil.copytree(tvm_cache, cache / "tvm")  # tvm_engine compiled it: no second compile
+    text = (
+        f'[models]\ncache_dir = "{cache}"\nmanifest_dirs = ["{manifests}"]\n'
+        '[engine]\nbackend = "tvm"\ncontext_size = 512\n[adapters.chat]\n'
+    )
+    (tmp_path / "a.toml").write_text(text)
+    engine = load_engine(load_config(tmp_path / "a.toml"))
+    try:
+        assert isinstance(engine, TvmEngine) and engine.adapters == ["chat"] and engine.compile_s == 0.0
+        reply = Assistant(load_config(tmp_path / "a.toml"), engine).ask("what is the capital of france")
+        assert "Paris" in reply.text
+    finally:
+        engine.close()
+    speculative = text + "[engine.speculative]\nenabled = true\nmax_draft = 3\nadaptive = false\n"
+    (tmp_path / "b.toml").write_text(
+        speculative.replace("context_size = 512\n", 'context_size = 512\ndraft_model = "smollm2-as-draft"\n')
+    )
+    spec = load_engine(load_config(tmp_path / "b.toml"))
+    try:
+        assert isinstance(spec, SpeculativeEngine) and isinstance(spec.target, TvmEngine)
+        gen = spec.generate("The capital of France is", max_tokens=12)
+        gen.result()
+        assert spec.stats.drafted > 0 and spec.stats.acceptance > 0.5
+    finally:
+        spec.close()
+
+
+def test_engine_adapters_switch_per_request_and_match_llama_cpp(tvm_engine: object, engine: object) -> None:
+    """Through the Engine protocol: same tokens as llama.cpp's runtime LoRA; replacing an adapter
+    drops KV state computed under the old one."""
+    from assistant.adapters import AdapterProject
+
+    home = AdapterProject("home")
+    for eng in (tvm_engine, engine):
+        eng.load_adapter("home", home.adapter_path)  # type: ignore[attr-defined]
+    example = home.heldout_examples()[0]
+    ours = tvm_engine.generate(example.messages, max_tokens=24, adapter="home")  # type: ignore[attr-defined]
+    theirs = engine.generate(example.messages, max_tokens=24, adapter="home")  # type: ignore[attr-defined]
+    assert ours.result() == theirs.result() and ours.text.startswith("{")
+    base = tvm_engine.generate(example.messages, max_tokens=24)  # type: ignore[attr-defined]
+    assert base.result() != ours.text and base.stats.cached_tokens == 0  # no KV reuse across adapters
+    tvm_engine.load_adapter("home", home.adapter_path)  # type: ignore[attr-defined]  # replaced: state forgotten
+    again = tvm_engine.generate(example.messages, max_tokens=24, adapter="home")  # type: ignore[attr-defined]
+    assert again.result() == ours.text and again.stats.cached_tokens == 0
+
+
+def test_cached_prefixes_give_way_when_the_page_budget_runs_out(tvm_engine: object) -> None:
+    """Prefix slots share the context's KV pages; a long request evicts them instead of failing."""
+    from assistant.engine import ChatMessage
+
+    eng = tvm_engine
+    eng.reset()  # type: ignore[attr-defined]
+    for topic in ("cats", "dogs", "birds", "fish"):
+        system = ChatMessage(role="system", content=f"You only talk about {topic}. " * 20)
+        eng.generate([system, ChatMessage(role="user", content="Hi")], max_tokens=2).result()  # type: ignore[attr-defined]
+    assert sum(bool(s.tokens) for s in eng._slots) == 4  # type: ignore[attr-defined]
+    held = eng.model.free_tokens()  # type: ignore[attr-defined]
+    assert held < eng.context_size - 4 * 100  # type: ignore[attr-defined]  # the slots hold pages of their own
+    long = ChatMessage(role="user", content="Summarize: " + "the weather was fine and " * 130)
+    gen = eng.generate([long], max_tokens=8)  # type: ignore[attr-defined]
+    gen.result()
+    assert gen.stats.prompt_tokens > held and gen.stats.completion_tokens > 0
+    assert not any(s.tokens for s in eng._slots)  # type: ignore[attr-defined]

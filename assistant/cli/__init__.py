@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from assistant.config import AssistantConfig, ConfigError, load_config
@@ -541,12 +549,14 @@ def models_prepare(
 @models_app.command("compile")
 def models_compile(
     name: Annotated[str | None, typer.Argument(help="Model to compile (default: engine.base_model).")] = None,
-    target: Annotated[str, typer.Option(help="llvm (this CPU); GPU targets: kernels only so far.")] = "llvm",
+    target: Annotated[
+        str, typer.Option(help="llvm (this CPU), cuda, vulkan, or opencl-mali (cross-compiled for an aarch64 board).")
+    ] = "llvm",
     config: ConfigOpt = None,
 ) -> None:
     """Compile a model with Apache TVM (extra `tvm`) into the artifact cache (key: checksum, target, TVM version)."""
     try:
-        from assistant.engine.tvm.model import compile_model
+        from assistant.engine.tvm.model import COMPILE_STAGES, compile_model
     except ImportError:
         raise _fail("the TVM backend needs the tvm extra: pip install 'assistant[tvm]'") from None
     if target not in ("llvm", "cuda", "vulkan", "opencl-mali"):
@@ -558,15 +568,23 @@ def models_compile(
         path = store.prepare(manifest)
     except ModelError as exc:
         raise _fail(str(exc)) from None
-    with err.status(f"compiling {manifest.name} for {target} (about 20 s on 2 cores)"):
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task(f"{manifest.name} for {target}", total=len(COMPILE_STAGES))
+
+        def on_stage(i: int) -> None:
+            bar.update(task, completed=i, description=f"{manifest.name} for {target}: {COMPILE_STAGES[i]}")
+
         try:
             library, _, seconds = compile_model(
                 path, manifest.sha256 or "", target, cfg.models.resolved_cache_dir / "tvm",  # type: ignore[arg-type]
-                threads=cfg.engine.threads.target,
+                threads=cfg.engine.threads.target, on_stage=on_stage,
             )  # fmt: skip
         except EngineError as exc:
             raise _fail(str(exc)) from None
-    out.print(f"{'compiled' if seconds else 'cached'} {library}" + (f" in {seconds:.0f} s" if seconds else ""))
+    out.print(f"{'compiled' if seconds else 'cached'} {library}" + (f" in {seconds:.0f} s" if seconds else ""),
+              markup=False, highlight=False)  # fmt: skip
 
 
 # --- routing and skills --------------------------------------------------------

@@ -216,11 +216,25 @@ class SpeculativeConfig(Section):
     adaptive: bool = Field(True, description="Pick the draft length from running acceptance statistics.")
 
 
+class TvmConfig(Section):
+    """The compiled backend (`engine.backend = "tvm"`, extra `tvm`)."""
+
+    target: Literal["llvm", "cuda", "vulkan", "opencl-mali"] = Field(
+        "llvm",
+        description="Where the compiled model runs: `llvm` (this CPU), `cuda`, `vulkan` (needs a TVM built with "
+        "Vulkan; the PyPI wheel is not), or `opencl-mali` (a Mali GPU; compile it on the board, or cross-compile "
+        "it with `assistant models compile --target opencl-mali` and copy the cache). The first start compiles "
+        "it into the model cache (about 15 s per target on 2 cores).",
+    )
+
+
 class EngineConfig(Section):
     """The on-device LLM."""
 
-    backend: Literal["llama_cpp"] = Field(
-        "llama_cpp", description="LLM runtime; `llama_cpp` (CPU, or GPU with gpu_layers)."
+    backend: Literal["llama_cpp", "tvm"] = Field(
+        "llama_cpp",
+        description="LLM runtime: `llama_cpp` (CPU, or GPU with gpu_layers), or `tvm`: the model compiled "
+        "with Apache TVM for engine.tvm.target, adapters as run-time inputs of the compiled graph.",
     )
     base_model: str = Field(
         "smollm2-135m-instruct-q4_1",
@@ -245,6 +259,7 @@ class EngineConfig(Section):
     )
     threads: ThreadsConfig = Field(default_factory=ThreadsConfig)
     speculative: SpeculativeConfig = Field(default_factory=SpeculativeConfig)
+    tvm: TvmConfig = Field(default_factory=TvmConfig)
     max_tokens: int = Field(96, ge=1, le=8192, description="Default cap on generated tokens per reply.")
     temperature: float = Field(0.0, ge=0, le=2, description="0 = greedy (deterministic); higher = more varied.")
     top_k: int = Field(40, ge=0, le=100000, description="Sample among the k most likely tokens (0 = all).")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from assistant.config.schema import AssistantConfig
+from assistant.engine.local import LocalEngine
 from assistant.engine.types import (
     ChatMessage,
     Engine,
@@ -16,24 +19,11 @@ from assistant.modelstore import ModelStore, Reporter
 
 def load_engine(cfg: AssistantConfig, store: ModelStore | None = None, reporter: Reporter | None = None) -> Engine:
     """Verify the configured base model (hashing only if never verified) and load it once."""
-    from assistant.engine.llama_cpp import LlamaCppEngine
-
     store = store or ModelStore.from_config(cfg)
     e = cfg.engine
     manifest = store.get(e.base_model)
     path = store.prepare(manifest, reporter)
-    engine = LlamaCppEngine(
-        path,
-        name=e.base_model,
-        context_size=e.context_size,
-        batch_size=e.batch_size,
-        threads=e.threads.target,
-        threads_batch=e.threads.target_batch,
-        gpu_layers=e.gpu_layers,
-        prefix_slots=e.prefix_slots,
-        flash_attn=e.flash_attn,
-        base_sha256=manifest.sha256,
-    )
+    engine = _load_base(cfg, path, manifest.sha256)
     try:
         # Every configured adapter is loaded now, so a request never waits for a load.
         for name, adapter in cfg.adapters.items():
@@ -47,12 +37,49 @@ def load_engine(cfg: AssistantConfig, store: ModelStore | None = None, reporter:
     return engine
 
 
-def _with_draft(cfg: AssistantConfig, store: ModelStore, target: Engine, reporter: Reporter | None) -> Engine:
+def _load_base(cfg: AssistantConfig, path: Path, sha256: str | None) -> LocalEngine:
+    e = cfg.engine
+    if e.backend == "tvm":
+        try:
+            from assistant.engine.tvm.engine import TvmEngine
+        except ImportError as exc:
+            raise EngineError(
+                f"engine.backend = 'tvm' needs Apache TVM ({exc}): pip install 'assistant[tvm]', "
+                "or set engine.backend = 'llama_cpp'"
+            ) from None
+        return TvmEngine(
+            path,
+            model_sha256=sha256 or "",
+            cache_dir=cfg.models.resolved_cache_dir / "tvm",
+            name=e.base_model,
+            kind=e.tvm.target,
+            context_size=e.context_size,
+            batch_size=e.batch_size,
+            threads=e.threads.target,
+            prefix_slots=e.prefix_slots,
+        )
+    from assistant.engine.llama_cpp import LlamaCppEngine
+
+    return LlamaCppEngine(
+        path,
+        name=e.base_model,
+        context_size=e.context_size,
+        batch_size=e.batch_size,
+        threads=e.threads.target,
+        threads_batch=e.threads.target_batch,
+        gpu_layers=e.gpu_layers,
+        prefix_slots=e.prefix_slots,
+        flash_attn=e.flash_attn,
+        base_sha256=sha256,
+    )
+
+
+def _with_draft(cfg: AssistantConfig, store: ModelStore, target: LocalEngine, reporter: Reporter | None) -> Engine:
     from assistant.engine.llama_cpp import LlamaCppEngine
     from assistant.engine.speculative import SpeculativeEngine
 
     e = cfg.engine
-    assert e.draft_model is not None and isinstance(target, LlamaCppEngine)
+    assert e.draft_model is not None and isinstance(target, LocalEngine)
     base, draft_manifest = store.get(e.base_model), store.get(e.draft_model)
     if draft_manifest.vocab_family != base.vocab_family:
         raise EngineError(

@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 if TYPE_CHECKING:
-    from assistant.engine.llama_cpp import LlamaCppEngine
+    from assistant.engine.local import LocalEngine
 
 
 class CostModel(BaseModel):
@@ -78,7 +78,7 @@ def _median_s(fn: Callable[[], object], repeats: int) -> float:
 
 
 def calibrate(
-    target: LlamaCppEngine, draft: LlamaCppEngine, max_draft: int, *, context: Sequence[int], repeats: int = 5
+    target: LocalEngine, draft: LocalEngine, max_draft: int, *, context: Sequence[int], repeats: int = 5
 ) -> CostModel:
     """Measure draft per-token cost and target verify cost for 1..max_draft+1 tokens.
 

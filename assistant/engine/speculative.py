@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from assistant.engine.costmodel import CostModel, calibrate
-from assistant.engine.llama_cpp import LlamaCppEngine, LlamaGeneration, Request, _common_prefix
+from assistant.engine.local import LocalEngine, Request, TextGeneration, common_prefix
 from assistant.engine.sampling import probabilities, sample_token, speculative_accept
 from assistant.engine.types import ChatMessage, EngineError, Sampling
 
@@ -29,7 +29,7 @@ _VOCAB_SAMPLE = 2000
 log = logging.getLogger("assistant.engine.speculative")
 
 
-def batch_invariant(engine: LlamaCppEngine, context: list[int], n: int) -> bool:
+def batch_invariant(engine: LocalEngine, context: list[int], n: int) -> bool:
     """Do n tokens verified in one batch get bit-identical logits to decoding them one by one?
 
     Lossless greedy speculation depends on it. llama.cpp's kernels may pick other code paths
@@ -48,7 +48,7 @@ def batch_invariant(engine: LlamaCppEngine, context: list[int], n: int) -> bool:
     return same
 
 
-def check_vocabularies(target: LlamaCppEngine, draft: LlamaCppEngine) -> None:
+def check_vocabularies(target: LocalEngine, draft: LocalEngine) -> None:
     """Token ids must mean the same text in both models; otherwise drafts are meaningless."""
     if draft.n_vocab > target.n_vocab or target.n_vocab - draft.n_vocab > 256:
         raise EngineError(
@@ -93,8 +93,8 @@ class SpeculativeEngine:
 
     def __init__(
         self,
-        target: LlamaCppEngine,
-        draft: LlamaCppEngine,
+        target: LocalEngine,
+        draft: LocalEngine,
         *,
         max_draft: int = 8,
         fixed_k: int | None = None,
@@ -152,7 +152,7 @@ class SpeculativeEngine:
         cancel: threading.Event | None = None,
         adapter: str | None = None,
         grammar: str | None = None,
-    ) -> LlamaGeneration:
+    ) -> TextGeneration:
         return self.target._start(prompt, max_tokens, sampling, stop, cancel, adapter, self._tokens, grammar)
 
     # --- cost model and draft length ------------------------------------------
@@ -164,9 +164,13 @@ class SpeculativeEngine:
             self._cost = calibrate(self.target, self.draft, self.max_draft, context=context)
             self.batch_invariant = batch_invariant(self.target, context, self.max_draft + 1)
         if not self.batch_invariant:
-            log.warning(
-                "this llama.cpp build computes batches differently from single tokens (llamafile sgemm?): "
-                "greedy speculative output can differ from plain greedy; reinstall with scripts/install.sh"
+            log.log(
+                logging.WARNING if self.target.batch_variance is None else logging.INFO,
+                "%s computes batches differently from single tokens: %s",
+                self.target.model_name,
+                self.target.batch_variance
+                or "greedy speculative output can differ from plain greedy "
+                "(llamafile sgemm in llama.cpp?); reinstall with scripts/install.sh",
             )
         return self._cost
 
@@ -205,7 +209,7 @@ class SpeculativeEngine:
     ) -> tuple[list[int], list[np.ndarray]]:
         """Bring the draft's KV to `context` (reusing what matches) and propose k tokens."""
         d = self.draft
-        n = min(_common_prefix(d._cached, context), len(context) - 1)
+        n = min(common_prefix(d._cached, context), len(context) - 1)
         d.truncate(n)
         d._decode(context[n:], n)
         drafts: list[int] = []

@@ -4,8 +4,17 @@
   and GPU schedules.
 - `target`: llvm for this CPU, cuda, vulkan, OpenCL for Mali cross-compiled for an aarch64 host.
 - `model`: the Llama graph on TVM's paged KV cache with run-time LoRA slots, and the artifact cache.
-- `runtime.TvmLlama`: one sequence on the compiled model; `speculative`: a CPU draft for it.
+- `runtime.TvmLlama`: sequences of the paged KV cache on the compiled model.
+- `engine.TvmEngine`: the `Engine` protocol on it (llama.cpp's tokenizer, vocab-only).
+- `speculative`: a CPU draft for it (the engine gets one through `SpeculativeEngine`).
 """
+
+import os
+
+# TVM pins its pool threads, and the calling thread, to cores by default; llama.cpp threads
+# created later (ASR, a CPU draft) then inherit one core and spin against each other (decode
+# fell from 80 to 0.3 tok/s here). The OS scheduler places them better.
+os.environ.setdefault("TVM_BIND_THREADS", "0")
 
 from assistant.engine.tvm.kernels import q4_1_matmul, schedule_cpu, schedule_gpu
 from assistant.engine.tvm.quant import Q4_1Weight, read_q4_1

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from gguf import GGMLQuantizationType, GGUFReader
 
 from assistant.engine.tvm.kernels import q4_1_matmul, q8_0_matmul, schedule_cpu, schedule_gpu
 from assistant.engine.tvm.quant import BLOCK, Q4_1Weight
-from assistant.engine.tvm.target import TargetKind, resolve_target
+from assistant.engine.tvm.target import TargetKind, cross_compiled, missing_codegen, resolve_target
 from assistant.engine.types import EngineError
 
 _Q8_BLOCK_BYTES = 34
@@ -121,7 +122,7 @@ def load_weights(reader: GGUFReader, shape: LlamaShape, path: Path) -> dict[str,
 
 
 def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any, list[str]]:
-    """(Relax IRModule with prefill, verify (also decode), their `_base` twins and create_kv; parameter names).
+    """(Relax IRModule with prefill, verify, decode, their `_base` twins and create_kv; parameter names).
 
     The attention projections carry LoRA slots: per layer, stacked A (slots, 3R, hidden) and B
     (slots, out, 3R) for q|k|v and the same for o, all run-time parameters. `prefill` and
@@ -133,17 +134,29 @@ def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any
     from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode, TIRPagedKVCache
 
     target = resolve_target(kind, threads=threads)
-    schedule = schedule_cpu if kind == "llvm" else schedule_gpu
-    funcs: dict[tuple[int, int], Any] = {}
+    funcs: dict[tuple[int, int, bool], Any] = {}
     s = shape
+    # Kernels for one row (decode) or many (prefill, verify): chosen while each entry point is traced.
+    tracing = {"one_row": False}
 
-    head = schedule(q8_0_matmul(s.vocab, s.hidden))["main"].with_attr("global_symbol", "q8_head")
+    def kernel(make: Any, out_f: int, in_f: int, name: str) -> Any:
+        one = tracing["one_row"]
+        if (out_f, in_f, one) not in funcs:
+            func = make(out_f, in_f)
+            mod = schedule_gpu(func) if kind != "llvm" else schedule_cpu(func, many_rows=not one)
+            symbol = f"{name}_{out_f}x{in_f}_{'one' if one else 'rows'}"
+            attrs: dict[str, Any] = {"global_symbol": symbol}
+            if kind != "llvm":  # the GPU pipeline's default schedules (dlight) and fusion leave it as it is
+                attrs |= {"tir.is_scheduled": True, "op_pattern": 8}  # kOpaque
+            funcs[(out_f, in_f, one)] = mod["main"].with_attrs(attrs)
+        return funcs[(out_f, in_f, one)]
+
+    def take_slot(stacked: Tensor, slot: Tensor) -> Tensor:
+        # "clip", not the default "fast" (which warns at every build): the runtime checks slots anyway.
+        return nn.wrap_nested(relax.op.take(stacked._expr, slot._expr, axis=0, mode="clip"), name="lora_slot")
 
     def matmul_func(out_f: int, in_f: int) -> Any:
-        if (out_f, in_f) not in funcs:
-            func = schedule(q4_1_matmul(out_f, in_f))["main"]
-            funcs[(out_f, in_f)] = func.with_attr("global_symbol", f"q4_matmul_{out_f}x{in_f}")
-        return funcs[(out_f, in_f)]
+        return kernel(q4_1_matmul, out_f, in_f, "q4_matmul")
 
     class Q4Linear(nn.Module):  # type: ignore[misc]
         def __init__(self, in_f: int, out_f: int, lora_rank: int = 0):
@@ -162,8 +175,8 @@ def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any
                                 [rows, self.codes, self.scales, self.mins],
                                 Tensor.placeholder((b * n, self.out_f), "float32"))  # fmt: skip
             if self.lora_rank and slot is not None:
-                a = op.reshape(op.take(self.lora_a, slot, axis=0), (self.lora_rank, self.in_f))
-                bb = op.reshape(op.take(self.lora_b, slot, axis=0), (self.out_f, self.lora_rank))
+                a = op.reshape(take_slot(self.lora_a, slot), (self.lora_rank, self.in_f))
+                bb = op.reshape(take_slot(self.lora_b, slot), (self.out_f, self.lora_rank))
                 low = op.matmul(rows, op.permute_dims(a, [1, 0]))
                 y = y + op.matmul(low, op.permute_dims(bb, [1, 0]))
             return op.reshape(y, (b, n, self.out_f))
@@ -192,7 +205,8 @@ def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any
             """(1, n, hidden) -> (1, n, vocab)."""
             n = x.shape[1]
             rows = op.reshape(x, (n, s.hidden))
-            y = op.tensor_ir_op(head, "q8_head", [rows, self.codes, self.scales],
+            func = kernel(q8_0_matmul, s.vocab, s.hidden, "q8_head")
+            y = op.tensor_ir_op(func, "q8_head", [rows, self.codes, self.scales],
                                 Tensor.placeholder((n, s.vocab), "float32"))  # fmt: skip
             return op.reshape(y, (1, n, s.vocab))
 
@@ -235,11 +249,22 @@ def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any
             def last(h: Any) -> Any:
                 return te.compute((1, 1, s.hidden), lambda a, b, k: h[a, h.shape[1] - 1, k], name="last_row")
 
-            return self.embed.logits(op.tensor_expr_op(last, "last_row", [h])), cache
+            tracing["one_row"] = True  # the head sees the last row only
+            try:
+                return self.embed.logits(op.tensor_expr_op(last, "last_row", [h])), cache
+            finally:
+                tracing["one_row"] = False
 
         def _verify(self, ids: Tensor, slot: Tensor | None, cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
-            """Logits at every position of `ids` (checking a draft's proposals in one pass); also decode."""
+            """Logits at every position of `ids` (checking a draft's proposals in one pass)."""
             return self.embed.logits(self._body(self._embed(ids), cache, slot)), cache
+
+        def _decode(self, ids: Tensor, slot: Tensor | None, cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
+            tracing["one_row"] = True
+            try:
+                return self._verify(ids, slot, cache)
+            finally:
+                tracing["one_row"] = False
 
         # With an adapter slot, and without: the base path computes no LoRA terms at all (measured:
         # a zero-filled slot through the LoRA matmuls cost about a fifth of decode speed).
@@ -248,6 +273,12 @@ def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any
 
         def verify(self, ids: Tensor, slot: Tensor, cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
             return self._verify(ids, slot, cache)
+
+        def decode(self, ids: Tensor, slot: Tensor, cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
+            return self._decode(ids, slot, cache)
+
+        def decode_base(self, ids: Tensor, cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
+            return self._decode(ids, None, cache)
 
         def prefill_base(self, ids: Tensor, cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
             return self._prefill(ids, None, cache)
@@ -274,6 +305,8 @@ def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any
         "verify": {"ids": nn.spec.Tensor(["n"], "int32"), "slot": slot, "cache": cache, "$": packed},
         "prefill_base": {"ids": nn.spec.Tensor(["n"], "int32"), "cache": cache, "$": packed},
         "verify_base": {"ids": nn.spec.Tensor(["n"], "int32"), "cache": cache, "$": packed},
+        "decode": {"ids": nn.spec.Tensor([1], "int32"), "slot": slot, "cache": cache, "$": packed},
+        "decode_base": {"ids": nn.spec.Tensor([1], "int32"), "cache": cache, "$": packed},
         "create_kv": {"max_batch": int, "max_tokens": int, "chunk": int, "page": int,
                       "$": {"param_mode": "none", "effect_mode": "none"}},
     }  # fmt: skip
@@ -289,36 +322,53 @@ class ArtifactKey:
     target: str
     quantization: str
     tvm_version: str
-    layout: int = 6  # bump when the graph or weight layout changes
+    layout: int = 7  # bump when the graph or weight layout changes
 
     @property
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:20]
 
 
+COMPILE_STAGES = ("tracing the graph", "compiling", "writing the library")
+
+
 def compile_model(
-    gguf_path: Path, model_sha256: str, kind: TargetKind, cache_dir: Path, *, threads: int = 2
+    gguf_path: Path,
+    model_sha256: str,
+    kind: TargetKind,
+    cache_dir: Path,
+    *,
+    threads: int = 2,
+    on_stage: Callable[[int], None] | None = None,
 ) -> tuple[Path, list[str], float]:
-    """(library path, parameter names, seconds spent compiling: 0 when the cached artifact fits)."""
+    """(library path, parameter names, seconds spent compiling: 0 when the cached artifact fits).
+
+    `on_stage(i)` is called as stage i of `COMPILE_STAGES` starts (for a progress bar)."""
     shape = LlamaShape.from_gguf(GGUFReader(str(gguf_path)), gguf_path)
-    return compile_shape(shape, model_sha256, kind, cache_dir, threads=threads)
+    return compile_shape(shape, model_sha256, kind, cache_dir, threads=threads, on_stage=on_stage)
 
 
 def compile_shape(
-    shape: LlamaShape, model_sha256: str, kind: TargetKind, cache_dir: Path, *, threads: int = 2
+    shape: LlamaShape,
+    model_sha256: str,
+    kind: TargetKind,
+    cache_dir: Path,
+    *,
+    threads: int = 2,
+    on_stage: Callable[[int], None] | None = None,
 ) -> tuple[Path, list[str], float]:
     """`compile_model` for a caller that has read the GGUF already."""
+    stage = on_stage or (lambda _: None)
     import tvm
 
-    if kind != "llvm":
-        raise EngineError(
-            f"compiling the whole model for {kind} is not built yet: its q4 kernels cross-compile "
-            "(assistant.engine.tvm.kernels.schedule_gpu), the other operators still need GPU schedules"
-        )
+    problem = missing_codegen(kind)
+    if problem is not None:
+        raise EngineError(f"cannot compile for {kind}: {problem}")
     target = resolve_target(kind, threads=threads)
     key = ArtifactKey(model_sha256, str(target), "q4_1+q8_0", tvm.__version__)
     folder = cache_dir / key.digest
-    library, stamp = folder / "model.so", folder / "key.json"
+    # A cross-compiled build is a .tar of objects: the device links it when it loads it.
+    library, stamp = folder / ("model.tar" if cross_compiled(kind) else "model.so"), folder / "key.json"
     names_file = folder / "params.json"
     if library.is_file() and stamp.is_file() and names_file.is_file():
         try:
@@ -327,11 +377,14 @@ def compile_shape(
         except ValueError:
             pass  # a corrupt stamp: rebuild
     t0 = time.perf_counter()
+    stage(0)
     mod, names = build_module(shape, kind, threads)
+    stage(1)
     with target:
         executable = tvm.compile(mod, target)
+    stage(2)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / "model.so.partial"
+    tmp = folder / f"partial-{library.name}"  # the suffix tells TVM what to write
     executable.export_library(str(tmp))
     tmp.replace(library)
     names_file.write_text(json.dumps(names))

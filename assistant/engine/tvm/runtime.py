@@ -1,4 +1,4 @@
-"""Running a compiled model: one sequence in TVM's paged KV cache, greedy decoding."""
+"""Running a compiled model: sequences in TVM's paged KV cache (0 decodes, others keep prefixes)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from gguf import GGUFReader
 
 from assistant.engine.lora import check_base, read_adapter_manifest
 from assistant.engine.tvm.model import LORA_SLOTS, LlamaShape, compile_shape, load_weights, lora_slot_arrays
-from assistant.engine.tvm.target import TargetKind, device_available
+from assistant.engine.tvm.target import TargetKind, device, device_available
 from assistant.engine.types import EngineError
+
+PAGE = 16  # tokens per KV page
 
 
 class TvmLlama:
@@ -28,6 +30,7 @@ class TvmLlama:
         threads: int = 2,
         context_size: int = 2048,
         prefill_chunk: int = 512,
+        sequences: int = 1,
     ):
         import tvm
         from tvm import relax
@@ -38,7 +41,7 @@ class TvmLlama:
         self.shape = LlamaShape.from_gguf(reader, gguf_path)
         library, names, self.compile_s = compile_shape(self.shape, model_sha256, kind, cache_dir, threads=threads)
         weights = load_weights(reader, self.shape, gguf_path)
-        self.device = {"llvm": tvm.cpu, "cuda": tvm.cuda, "vulkan": tvm.vulkan}[kind](0)
+        self.device = device(kind)
         self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), self.device)
         self.params = [tvm.runtime.tensor(np.ascontiguousarray(weights[n]), self.device) for n in names]
         # LoRA slots: host copies of the stacked A/B arrays, written into the device tensors on load.
@@ -48,8 +51,9 @@ class TvmLlama:
         self.model_sha256 = model_sha256
         self.context_size, self.prefill_chunk = context_size, prefill_chunk
         self._shape_tuple = shape_tuple = tvm.runtime.ShapeTuple
-        self._kv = self.vm["create_kv"](shape_tuple([1]), shape_tuple([context_size]), shape_tuple([prefill_chunk]),
-                                        shape_tuple([16]))  # fmt: skip
+        # One page budget of `context_size` tokens for all sequences; a forked prefix shares its pages.
+        self._kv = self.vm["create_kv"](shape_tuple([sequences]), shape_tuple([context_size]),
+                                        shape_tuple([prefill_chunk]), shape_tuple([PAGE]))  # fmt: skip
         # The slot index a request with an adapter passes to the graph, made once (decode passes one per token).
         self._slot_ids = [tvm.runtime.tensor(np.array([k], np.int32), self.device) for k in range(LORA_SLOTS)]
         self._begin = tvm.get_global_func("vm.builtin.kv_state_begin_forward")
@@ -57,8 +61,11 @@ class TvmLlama:
         self._add = tvm.get_global_func("vm.builtin.kv_state_add_sequence")
         self._remove = tvm.get_global_func("vm.builtin.kv_state_remove_sequence")
         self._popn = tvm.get_global_func("vm.builtin.kv_state_popn")
+        self._fork = tvm.get_global_func("vm.builtin.kv_state_fork_sequence")
+        self._free_pages = tvm.get_global_func("vm.builtin.attention_kv_cache_get_num_available_pages")
         self._tvm = tvm
-        self.n_past = 0
+        self.n_past = 0  # tokens in sequence 0
+        self._live = {0}
         self._add(self._kv, 0)
 
     def load_adapter(self, name: str, path: Path, scale: float = 1.0) -> None:
@@ -81,20 +88,48 @@ class TvmLlama:
         return None if adapter is None else self._slot_ids[self.adapters[adapter]]
 
     def reset(self) -> None:
-        self._remove(self._kv, 0)
-        self._add(self._kv, 0)
-        self.n_past = 0
+        for seq in self._live - {0}:
+            self.clear(seq)
+        self.clear(0)
+
+    def clear(self, seq: int) -> None:
+        """Forget a sequence's tokens (sequence 0 stays, empty)."""
+        if seq in self._live:
+            self._remove(self._kv, seq)
+            self._live.discard(seq)
+        if seq == 0:
+            self._add(self._kv, 0)
+            self._live.add(0)
+            self.n_past = 0
+
+    def copy(self, src: int, dst: int, n: int) -> None:
+        """Sequence `dst` becomes the first n tokens of `src`, sharing its pages (nothing is recomputed)."""
+        if dst in self._live:
+            self._remove(self._kv, dst)
+        self._fork(self._kv, src, dst, n)
+        self._live.add(dst)
+        if dst == 0:
+            self.n_past = n
+
+    def free_tokens(self) -> int:
+        """Tokens the page budget still holds (shared across sequences)."""
+        return int(self._free_pages(self._kv)) * PAGE
 
     def _run(self, fn: str, tokens: Sequence[int], slot: Any) -> np.ndarray:
         if self.n_past + len(tokens) > self.context_size:
             raise EngineError(f"{self.n_past + len(tokens)} tokens exceed the context of {self.context_size}")
         ids = self._tvm.runtime.tensor(np.asarray(tokens, dtype=np.int32), self.device)
         self._begin(self._kv, self._shape_tuple([0]), self._shape_tuple([len(tokens)]))
-        if slot is None:  # no adapter: the graph without LoRA terms
-            logits, self._kv = self.vm[f"{fn}_base"](ids, self._kv, self.params)
-        else:
-            logits, self._kv = self.vm[fn](ids, slot, self._kv, self.params)
-        self._end(self._kv)
+        try:
+            if slot is None:  # no adapter: the graph without LoRA terms
+                logits, self._kv = self.vm[f"{fn}_base"](ids, self._kv, self.params)
+            else:
+                logits, self._kv = self.vm[fn](ids, slot, self._kv, self.params)
+            self._end(self._kv)
+        except RuntimeError as exc:  # TVM's errors (InternalError, ...) derive from it
+            self.clear(0)  # what part of the pass landed is unknown: start the sequence over
+            cause = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise EngineError(f"the compiled model failed on {len(tokens)} tokens: {cause}") from exc
         self.n_past += len(tokens)
         return np.asarray(logits.numpy()).reshape(len(tokens) if fn == "verify" else 1, -1)
 
@@ -109,7 +144,7 @@ class TvmLlama:
         return logits[0]
 
     def decode(self, token: int, adapter: str | None = None) -> np.ndarray:
-        return self._run("verify", [token], self._slot(adapter))[0]
+        return self._run("decode", [token], self._slot(adapter))[0]
 
     def verify(self, tokens: Sequence[int], adapter: str | None = None) -> np.ndarray:
         """(len(tokens), vocab) logits: row i predicts what follows tokens[i]."""
