@@ -325,6 +325,46 @@ def tvm_block(path: Path, sha: str, engine: LlamaCppEngine, threads: int, repeat
     }  # fmt: skip
 
 
+def gpu_block(path: Path, sha: str, draft: LlamaCppEngine, n: int, repeats: int) -> dict[str, Any] | None:
+    """On a machine with a CUDA GPU: the compiled model there, and speculation with the llama.cpp
+    draft on the CPU (greedy: the output must be the GPU build's own)."""
+    from assistant.engine.speculative import SpeculativeEngine
+    from assistant.engine.tvm.engine import TvmEngine
+    from assistant.engine.tvm.target import device_available, missing_codegen
+
+    if not device_available("cuda") or missing_codegen("cuda") is not None:
+        return None
+    with tempfile.TemporaryDirectory() as cache:
+        gpu = TvmEngine(path, model_sha256=sha, cache_dir=Path(cache), kind="cuda", name=BASE)
+        story, long_prompt = chat(SYSTEM, STORY), chat(LONG_SYSTEM, "Turn on the kitchen light.")
+
+        def run(eng: Any, messages: list[ChatMessage], tokens: int) -> Any:
+            eng.reset()
+            gen = eng.generate(messages, max_tokens=tokens)
+            gen.result()
+            return gen
+
+        run(gpu, story, 8)  # first-run kernel loading
+        plain = [run(gpu, story, n) for _ in range(repeats)]
+        prefill = [run(gpu, long_prompt, 1).stats.prefill_tok_s for _ in range(repeats)]
+        spec = SpeculativeEngine(gpu, draft, max_draft=8)
+        spec.calibrate()
+        fast = [run(spec, story, n) for _ in range(repeats)]
+        block = {
+            "device": "cuda",
+            "compile_s": round(gpu.compile_s, 1),
+            "decode_tok_s": round(median([g.stats.decode_tok_s for g in plain]), 1),
+            "prefill_tok_s": round(median(prefill), 1),
+            "speculative_decode_tok_s": round(median([g.stats.decode_tok_s for g in fast]), 1),
+            "speculation_speedup": round(median([p.stats.total_s / f.stats.total_s for p, f in zip(plain, fast, strict=True)]), 3),
+            "speculation_lossless": all(p.tokens == f.tokens for p, f in zip(plain, fast, strict=True)),
+            "acceptance": round(spec.stats.acceptance, 3),
+            "k_used": spec.stats.k_used,
+        }
+        gpu.close()
+    return block
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", type=Path, help="Also write the results to this file.")
@@ -353,6 +393,12 @@ def main() -> None:
             step("TVM backend vs llama.cpp (compiles first)")
             assert manifest.sha256 is not None
             results.update(tvm_block(path, manifest.sha256, engine, args.threads, repeats, n))
+            step("TVM on a GPU with a CPU draft (skipped without one)")
+            draft = LlamaCppEngine(path, name=BASE, threads=args.threads, threads_batch=args.threads)
+            gpu = gpu_block(path, manifest.sha256, draft, n, repeats)
+            if gpu is not None:
+                results["gpu"] = gpu
+            draft.close()
             engine.close()
             emit(results, args.json)
             return

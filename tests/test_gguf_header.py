@@ -35,3 +35,27 @@ def test_rejects_non_gguf_and_truncated_headers(tmp_path: Path, default_model_pa
     short.write_bytes(default_model_path.read_bytes()[:100])
     with pytest.raises(GGUFHeaderError, match="ends inside"):
         read_keys(short, {"no.such.key"})
+
+
+def test_layout_maps_every_tensor_exactly_as_the_gguf_package_reads_it(default_model_path: Path) -> None:
+    from gguf import GGUFReader
+
+    from assistant.modelstore.gguf_header import read_layout
+
+    layout = read_layout(default_model_path)
+    reader = GGUFReader(str(default_model_path))
+    assert layout.fields["general.architecture"] == "llama" and layout.fields["tokenizer.ggml.tokens"] == 49152
+    assert set(layout.tensors) == {t.name for t in reader.tensors}
+    for t in reader.tensors:
+        ours = layout.array(t.name)
+        assert ours.dtype == np.asarray(t.data).dtype and np.array_equal(ours, np.asarray(t.data)), t.name
+
+
+def test_layout_of_a_truncated_file_names_the_tensor_past_its_end(tmp_path: Path, default_model_path: Path) -> None:
+    from assistant.modelstore.gguf_header import read_layout
+
+    cut = tmp_path / "cut.gguf"
+    with default_model_path.open("rb") as src:
+        cut.write_bytes(src.read(40_000_000))
+    with pytest.raises(GGUFHeaderError, match="lies past the end of the file"):
+        read_layout(cut)

@@ -200,17 +200,56 @@ def test_compiled_artifact_is_reused_and_a_foreign_one_rebuilt(
     assert compile_model(default_model_path, base_sha, "llvm", cache)[2] > 0  # not this TVM's: rebuilt
 
 
-def test_a_model_of_another_architecture_is_refused_clearly(tmp_path: Path) -> None:
+def _optional_qwen(name: str) -> Path:
     from assistant.config import load_config
-    from assistant.engine.tvm.model import compile_model
     from assistant.modelstore import ModelStore
 
     store = ModelStore.from_config(load_config())
-    qwen = store.get("qwen2.5-coder-0.5b-instruct-q4_k_m")
-    if store.missing_packages(qwen):
+    if store.missing_packages(store.get("qwen2.5-coder-0.5b-instruct-q4_k_m")):
         pytest.skip("optional Qwen2.5 packages not installed (scripts/test.sh installs them)")
-    with pytest.raises(EngineError, match="builds llama models; this one is 'qwen2'"):
-        compile_model(store.prepare(qwen), "0" * 64, "llvm", tmp_path)
+    return store.prepare(store.get(name))  # the Q4_1 one is re-quantized from them (3 s), sha256 checked
+
+
+def test_a_model_of_another_architecture_or_format_is_refused_clearly(tmp_path: Path) -> None:
+    from gguf import GGUFWriter
+
+    from assistant.engine.tvm.model import compile_model
+
+    with pytest.raises(EngineError, match=r"tensor token_embd\.weight is Q5_0; the TVM backend compiles Q4_1 matrices"):
+        compile_model(_optional_qwen("qwen2.5-coder-0.5b-instruct-q4_k_m"), "0" * 64, "llvm", tmp_path)
+    other = tmp_path / "gpt2.gguf"
+    writer = GGUFWriter(str(other), "gpt2")
+    writer.add_tensor("token_embd.weight", np.zeros((4, 4), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(EngineError, match="builds llama and qwen2 models; this one is 'gpt2'"):
+        compile_model(other, "0" * 64, "llvm", tmp_path)
+
+
+@pytest.mark.slow
+def test_qwen2_with_biases_and_an_untied_head_is_token_identical_to_llama_cpp(tmp_path: Path) -> None:
+    """Qwen2.5-Coder-0.5B (q/k/v biases, rotate-half RoPE in the GGUF, its own output head),
+    re-quantized to Q4_1 + Q8_0 from the PyPI packages: the compiled build and llama.cpp agree."""
+    from assistant.engine import ChatMessage
+    from assistant.engine.llama_cpp import LlamaCppEngine
+    from assistant.engine.tvm.engine import TvmEngine
+    from assistant.engine.tvm.model import LlamaShape, open_gguf
+
+    path = _optional_qwen("qwen2.5-coder-0.5b-instruct-q4_1")
+    shape = LlamaShape.from_gguf(open_gguf(path))
+    assert (shape.arch, shape.qkv_bias, shape.tied, shape.vocab) == ("qwen2", True, False, 151936)
+    compiled = TvmEngine(path, model_sha256="q" * 64, cache_dir=tmp_path, context_size=512)
+    reference = LlamaCppEngine(path, context_size=512)
+    try:
+        for question in ("What is the capital of France?", "Write a Python function that adds two numbers."):
+            chat = [ChatMessage(role="user", content=question)]
+            ours, theirs = compiled.generate(chat, max_tokens=20), reference.generate(chat, max_tokens=20)
+            assert ours.result() == theirs.result() and ours.tokens == theirs.tokens
+    finally:
+        compiled.close()
+        reference.close()
 
 
 def test_models_compile_refuses_what_this_tvm_cannot_build(tmp_path: Path) -> None:

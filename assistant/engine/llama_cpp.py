@@ -72,13 +72,17 @@ _FTYPES = {
 }  # fmt: skip
 
 
-def quantize_model(source: Path, target: Path, ftype: str, threads: int = 0) -> None:
-    """Re-quantize a GGUF with llama.cpp's own quantizer (deterministic for a given version)."""
+def quantize_model(source: Path, target: Path, ftype: str, threads: int = 0, embedding: str | None = None) -> None:
+    """Re-quantize a GGUF with llama.cpp's own quantizer (deterministic for a given version).
+
+    `embedding` sets the token embedding and output head's format (llama.cpp otherwise picks Q6_K for them)."""
     _init_backend()
     params = ll.llama_model_quantize_default_params()
     params.ftype = getattr(ll, _FTYPES[ftype])
     params.allow_requantize = True
     params.nthread = threads
+    if embedding is not None:
+        params.token_embedding_type = params.output_tensor_type = getattr(ll, f"GGML_TYPE_{embedding}")
     _recent_errors.clear()
     rc = ll.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
     if rc != 0:

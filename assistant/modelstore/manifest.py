@@ -61,6 +61,9 @@ class QuantizedSource(_Strict):
     kind: Literal["quantized"]
     base: str = Field(description="Manifest name of the model to re-quantize.")
     ftype: Literal[QUANT_TYPES] = Field(description="Target weight format.")  # type: ignore[valid-type]
+    embedding: Literal["Q8_0"] | None = Field(
+        None, description="Format of the token embedding and output head (default: llama.cpp's choice, often Q6_K)."
+    )
 
 
 Source = Annotated[FileSource | PackageSource | PartsSource | QuantizedSource, Field(discriminator="kind")]

@@ -370,7 +370,7 @@ class ModelStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(".partial")
         with reporter.task(f"quantizing {manifest.name} to {src.ftype}", 1) as advance:
-            quantize_model(base, tmp, src.ftype)
+            quantize_model(base, tmp, src.ftype, embedding=src.embedding)
             advance(1)
         try:
             self._check_file(tmp, manifest.size, manifest.sha256, f"model '{manifest.name}'", reporter)

@@ -13,7 +13,7 @@ import numpy as np
 
 from assistant.engine.llama_cpp import LlamaVocab
 from assistant.engine.local import LocalEngine
-from assistant.engine.tvm.runtime import PAGE, TvmLlama
+from assistant.engine.tvm.runtime import CPU_PREFILL_CHUNK, PAGE, TvmLlama
 from assistant.engine.tvm.target import TargetKind
 from assistant.engine.types import EngineError
 
@@ -48,12 +48,13 @@ class TvmEngine(LocalEngine):
         try:
             self.model = TvmLlama(
                 path, model_sha256, cache_dir, kind=kind, threads=threads, context_size=context_size,
-                prefill_chunk=batch_size, sequences=1 + prefix_slots,
+                prefill_chunk=min(batch_size, CPU_PREFILL_CHUNK) if kind == "llvm" else batch_size,
+                sequences=1 + prefix_slots,
             )  # fmt: skip
         except BaseException:
             self.vocab.close()
             raise
-        self.context_size, self.batch_size = context_size, batch_size
+        self.context_size, self.batch_size = context_size, self.model.prefill_chunk
         self.kind = kind
         self.threads = (threads, threads)
         self.compile_s = self.model.compile_s

@@ -27,12 +27,16 @@ from assistant.engine.tvm.kernels import q4_1_matmul, q8_0_matmul, schedule_cpu,
 from assistant.engine.tvm.quant import BLOCK, Q4_1Weight
 from assistant.engine.tvm.target import TargetKind, cross_compiled, missing_codegen, resolve_target
 from assistant.engine.types import EngineError
+from assistant.modelstore.gguf_header import GGUFLayout, read_layout
 
 _Q8_BLOCK_BYTES = 34
 LORA_SLOTS = 4  # adapters resident at once (requests without one run the graph without LoRA terms)
 LORA_RANK = 16  # the largest rank per projection; smaller ranks are zero-padded
 _MATRICES = {"attn_q": "q", "attn_k": "k", "attn_v": "v", "attn_output": "o", "ffn_gate": "gate", "ffn_up": "up",
              "ffn_down": "down"}  # fmt: skip
+
+
+ARCHITECTURES = ("llama", "qwen2")  # Qwen2: the Llama graph plus q/k/v biases, rotate-half RoPE in the GGUF
 
 
 @dataclass(frozen=True)
@@ -47,29 +51,61 @@ class LlamaShape:
     vocab: int
     rope_theta: float
     eps: float
+    arch: str = "llama"
+    tied: bool = True  # the output head is the token embedding
 
     @property
     def head_dim(self) -> int:
         return self.hidden // self.heads
 
+    @property
+    def qkv_bias(self) -> bool:
+        return self.arch == "qwen2"
+
+    @property
+    def interleaved_rope(self) -> bool:
+        """llama.cpp's converter permutes Llama's Q/K rows for its interleaved RoPE; Qwen2 keeps HF's order."""
+        return self.arch == "llama"
+
     @classmethod
-    def from_gguf(cls, reader: GGUFReader, path: Path) -> LlamaShape:
+    def from_gguf(cls, gguf: GGUFLayout) -> LlamaShape:
+        path = gguf.path
+
         def field(key: str) -> Any:
-            f = reader.fields.get(key)
-            if f is None:
+            if key not in gguf.fields:
                 raise EngineError(f"{path}: GGUF metadata {key} is missing")
-            return f.parts[f.data[0]].tolist()[0] if f.types[0].name != "STRING" else bytes(f.parts[f.data[0]]).decode()
+            return gguf.fields[key]
 
         arch = field("general.architecture")
-        if arch != "llama":
-            raise EngineError(f"{path}: the TVM backend builds llama models; this one is '{arch}'")
+        if arch not in ARCHITECTURES:
+            raise EngineError(
+                f"{path}: the TVM backend builds {' and '.join(ARCHITECTURES)} models; this one is '{arch}'"
+            )
+        for t in gguf.tensors.values():
+            matrix = t.name.startswith("blk.") and t.name.endswith(".weight") and len(t.shape) == 2
+            want = GGMLQuantizationType.Q4_1 if matrix else GGMLQuantizationType.Q8_0
+            if (matrix or t.name in ("token_embd.weight", "output.weight")) and t.type != want:
+                raise EngineError(
+                    f"{path}: tensor {t.name} is {t.type.name}; the TVM backend compiles Q4_1 matrices and a "
+                    "Q8_0 embedding/head (re-quantize: a manifest source of kind 'quantized', ftype 'Q4_1', "
+                    "embedding 'Q8_0')"
+                )
         return cls(
-            layers=int(field("llama.block_count")), hidden=int(field("llama.embedding_length")),
-            ffn=int(field("llama.feed_forward_length")), heads=int(field("llama.attention.head_count")),
-            kv_heads=int(field("llama.attention.head_count_kv")),
-            vocab=len(reader.fields["tokenizer.ggml.tokens"].data),
-            rope_theta=float(field("llama.rope.freq_base")), eps=float(field("llama.attention.layer_norm_rms_epsilon")),
+            layers=int(field(f"{arch}.block_count")), hidden=int(field(f"{arch}.embedding_length")),
+            ffn=int(field(f"{arch}.feed_forward_length")), heads=int(field(f"{arch}.attention.head_count")),
+            kv_heads=int(field(f"{arch}.attention.head_count_kv")),
+            vocab=int(field("tokenizer.ggml.tokens")),  # the array's length
+            rope_theta=float(field(f"{arch}.rope.freq_base")),
+            eps=float(field(f"{arch}.attention.layer_norm_rms_epsilon")),
+            arch=arch, tied="output.weight" not in gguf.tensors,
         )  # fmt: skip
+
+
+def open_gguf(path: Path) -> GGUFLayout:
+    try:
+        return read_layout(path)
+    except (OSError, ValueError) as exc:  # GGUFHeaderError is a ValueError
+        raise EngineError(f"{path}: cannot read GGUF: {exc}") from exc
 
 
 def _halves_order(rows: int, heads: int) -> np.ndarray:
@@ -82,17 +118,22 @@ def _interleaved_to_halves(w: Q4_1Weight, heads: int) -> Q4_1Weight:
     return Q4_1Weight(w.codes[idx], w.scales[idx], w.mins[idx])
 
 
-def load_weights(reader: GGUFReader, shape: LlamaShape, path: Path) -> dict[str, np.ndarray]:
+def load_weights(gguf: GGUFLayout, shape: LlamaShape) -> dict[str, np.ndarray]:
     """Parameter name -> array, in the packed layouts the compiled graph takes (no float copies of matrices)."""
-    tensors = {t.name: t for t in reader.tensors}
+    path = gguf.path
 
     def get(name: str, kind: GGMLQuantizationType) -> np.ndarray:
-        t = tensors.get(name)
+        t = gguf.tensors.get(name)
         if t is None:
             raise EngineError(f"{path}: tensor {name} is missing")
-        if t.tensor_type != kind:
-            raise EngineError(f"{path}: tensor {name} is {t.tensor_type.name}; the TVM backend needs {kind.name}")
-        return np.asarray(t.data)
+        if t.type != kind:
+            raise EngineError(f"{path}: tensor {name} is {t.type.name}; the TVM backend needs {kind.name}")
+        return gguf.array(name)
+
+    def q8_table(name: str, prefix: str) -> None:
+        table = get(name, GGMLQuantizationType.Q8_0).reshape(shape.vocab, -1, _Q8_BLOCK_BYTES)
+        out[f"{prefix}.scales"] = np.ascontiguousarray(table[:, :, :2]).view(np.float16)[..., 0]
+        out[f"{prefix}.codes"] = np.ascontiguousarray(table[:, :, 2:]).view(np.int8)
 
     out: dict[str, np.ndarray] = {}
     for i in range(shape.layers):
@@ -100,11 +141,17 @@ def load_weights(reader: GGUFReader, shape: LlamaShape, path: Path) -> dict[str,
             ours: Q4_1Weight.from_blocks(get(f"blk.{i}.{gguf_name}.weight", GGMLQuantizationType.Q4_1))
             for gguf_name, ours in _MATRICES.items()
         }
-        w["q"], w["k"] = _interleaved_to_halves(w["q"], shape.heads), _interleaved_to_halves(w["k"], shape.kv_heads)
+        if shape.interleaved_rope:
+            w["q"] = _interleaved_to_halves(w["q"], shape.heads)
+            w["k"] = _interleaved_to_halves(w["k"], shape.kv_heads)
         # One matmul for q, k and v, one for gate and up: rows stacked, fewer kernel launches.
         for ours, parts in (("qkv", ("q", "k", "v")), ("o", ("o",)), ("gate_up", ("gate", "up")), ("down", ("down",))):
             for field in ("codes", "scales", "mins"):
                 out[f"layers.{i}.{ours}.{field}"] = np.concatenate([getattr(w[p], field) for p in parts])
+        if shape.qkv_bias:
+            out[f"layers.{i}.qkv.bias"] = np.concatenate(
+                [get(f"blk.{i}.attn_{p}.bias", GGMLQuantizationType.F32) for p in ("q", "k", "v")]
+            )
         qkv_rows, o_rows = out[f"layers.{i}.qkv.codes"].shape[0], out[f"layers.{i}.o.codes"].shape[0]
         out[f"layers.{i}.qkv.lora_a"] = np.zeros((LORA_SLOTS, 3 * LORA_RANK, shape.hidden), np.float32)
         out[f"layers.{i}.qkv.lora_b"] = np.zeros((LORA_SLOTS, qkv_rows, 3 * LORA_RANK), np.float32)
@@ -113,11 +160,9 @@ def load_weights(reader: GGUFReader, shape: LlamaShape, path: Path) -> dict[str,
         out[f"layers.{i}.attn_norm.weight"] = get(f"blk.{i}.attn_norm.weight", GGMLQuantizationType.F32)
         out[f"layers.{i}.ffn_norm.weight"] = get(f"blk.{i}.ffn_norm.weight", GGMLQuantizationType.F32)
     out["norm.weight"] = get("output_norm.weight", GGMLQuantizationType.F32)
-    if "output.weight" in tensors:
-        raise EngineError(f"{path}: an untied output head is not supported by the TVM backend yet")
-    table = get("token_embd.weight", GGMLQuantizationType.Q8_0).reshape(shape.vocab, -1, _Q8_BLOCK_BYTES)
-    out["embed.scales"] = np.ascontiguousarray(table[:, :, :2]).view(np.float16)[..., 0]
-    out["embed.codes"] = np.ascontiguousarray(table[:, :, 2:]).view(np.int8)
+    q8_table("token_embd.weight", "embed")
+    if not shape.tied:
+        q8_table("output.weight", "head")
     return out
 
 
@@ -159,11 +204,12 @@ def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any
         return kernel(q4_1_matmul, out_f, in_f, "q4_matmul")
 
     class Q4Linear(nn.Module):  # type: ignore[misc]
-        def __init__(self, in_f: int, out_f: int, lora_rank: int = 0):
+        def __init__(self, in_f: int, out_f: int, lora_rank: int = 0, bias: bool = False):
             self.in_f, self.out_f, self.lora_rank = in_f, out_f, lora_rank
             self.codes = nn.Parameter((out_f, in_f // BLOCK, BLOCK // 2), "uint8")
             self.scales = nn.Parameter((out_f, in_f // BLOCK), "float16")
             self.mins = nn.Parameter((out_f, in_f // BLOCK), "float16")
+            self.bias = nn.Parameter((out_f,), "float32") if bias else None
             if lora_rank:
                 self.lora_a = nn.Parameter((LORA_SLOTS, lora_rank, in_f), "float32")
                 self.lora_b = nn.Parameter((LORA_SLOTS, out_f, lora_rank), "float32")
@@ -174,6 +220,8 @@ def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any
             y = op.tensor_ir_op(matmul_func(self.out_f, self.in_f), "q4_matmul",
                                 [rows, self.codes, self.scales, self.mins],
                                 Tensor.placeholder((b * n, self.out_f), "float32"))  # fmt: skip
+            if self.bias is not None:
+                y = y + self.bias
             if self.lora_rank and slot is not None:
                 a = op.reshape(take_slot(self.lora_a, slot), (self.lora_rank, self.in_f))
                 bb = op.reshape(take_slot(self.lora_b, slot), (self.out_f, self.lora_rank))
@@ -213,7 +261,7 @@ def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any
     class Layer(nn.Module):  # type: ignore[misc]
         def __init__(self) -> None:
             d = s.head_dim
-            self.qkv = Q4Linear(s.hidden, (s.heads + 2 * s.kv_heads) * d, 3 * LORA_RANK)
+            self.qkv = Q4Linear(s.hidden, (s.heads + 2 * s.kv_heads) * d, 3 * LORA_RANK, bias=s.qkv_bias)
             self.o = Q4Linear(s.heads * d, s.hidden, LORA_RANK)
             self.gate_up = Q4Linear(s.hidden, 2 * s.ffn)
             self.down = Q4Linear(s.ffn, s.hidden)
@@ -232,6 +280,8 @@ def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any
     class Llama(nn.Module):  # type: ignore[misc]
         def __init__(self) -> None:
             self.embed = Q8Table()
+            if not s.tied:
+                self.head = Q8Table()  # an untied output head: its own Q8_0 table
             self.layers = nn.ModuleList([Layer() for _ in range(s.layers)])
             self.norm = nn.RMSNorm(s.hidden, -1, s.eps, bias=False)
 
@@ -239,6 +289,9 @@ def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any
             for i, layer in enumerate(self.layers):
                 x = layer(x, cache, i, slot)
             return self.norm(x)
+
+        def _logits(self, x: Tensor) -> Tensor:
+            return (self.embed if s.tied else self.head).logits(x)
 
         def _embed(self, ids: Tensor) -> Tensor:
             return op.reshape(self.embed.take(ids), (1, ids.shape[0], s.hidden))
@@ -251,13 +304,13 @@ def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any
 
             tracing["one_row"] = True  # the head sees the last row only
             try:
-                return self.embed.logits(op.tensor_expr_op(last, "last_row", [h])), cache
+                return self._logits(op.tensor_expr_op(last, "last_row", [h])), cache
             finally:
                 tracing["one_row"] = False
 
         def _verify(self, ids: Tensor, slot: Tensor | None, cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
             """Logits at every position of `ids` (checking a draft's proposals in one pass)."""
-            return self.embed.logits(self._body(self._embed(ids), cache, slot)), cache
+            return self._logits(self._body(self._embed(ids), cache, slot)), cache
 
         def _decode(self, ids: Tensor, slot: Tensor | None, cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
             tracing["one_row"] = True
@@ -322,7 +375,7 @@ class ArtifactKey:
     target: str
     quantization: str
     tvm_version: str
-    layout: int = 7  # bump when the graph or weight layout changes
+    layout: int = 8  # bump when the graph or weight layout changes
 
     @property
     def digest(self) -> str:
@@ -344,7 +397,7 @@ def compile_model(
     """(library path, parameter names, seconds spent compiling: 0 when the cached artifact fits).
 
     `on_stage(i)` is called as stage i of `COMPILE_STAGES` starts (for a progress bar)."""
-    shape = LlamaShape.from_gguf(GGUFReader(str(gguf_path)), gguf_path)
+    shape = LlamaShape.from_gguf(open_gguf(gguf_path))
     return compile_shape(shape, model_sha256, kind, cache_dir, threads=threads, on_stage=on_stage)
 
 
@@ -426,7 +479,7 @@ def lora_slot_arrays(path: Path, shape: LlamaShape, scale: float = 1.0) -> dict[
             if rank > r or b.shape != (n_out, rank) or a.shape[1] != shape.hidden:
                 raise EngineError(f"adapter {path}: blk.{i}.{name}: A {a.shape} B {b.shape} do not fit (rank <= {r})")
             b = b * (scale * alpha / rank)
-            if name in ("attn_q", "attn_k"):
+            if name in ("attn_q", "attn_k") and shape.interleaved_rope:
                 b = b[_halves_order(n_out, shape.heads if name == "attn_q" else shape.kv_heads)]
             if name == "attn_output":
                 o_a[:rank], o_b[:, :rank] = a, b

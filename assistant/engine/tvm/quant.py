@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from gguf import GGMLQuantizationType, GGUFReader
+from gguf import GGMLQuantizationType
 
 from assistant.engine.types import EngineError
 
@@ -51,19 +51,21 @@ class Q4_1Weight:
 
 def read_q4_1(gguf_path: Path, names: list[str] | None = None) -> dict[str, Q4_1Weight]:
     """The Q4_1 tensors of a GGUF file (all, or `names`); a named tensor of another type is an error."""
+    from assistant.modelstore.gguf_header import read_layout
+
     try:
-        reader = GGUFReader(str(gguf_path))
+        layout = read_layout(gguf_path)
     except (OSError, ValueError) as exc:
         raise EngineError(f"{gguf_path}: cannot read GGUF: {exc}") from exc
     out: dict[str, Q4_1Weight] = {}
-    for tensor in reader.tensors:
+    for tensor in layout.tensors.values():
         if names is not None and tensor.name not in names:
             continue
-        if tensor.tensor_type != GGMLQuantizationType.Q4_1:
+        if tensor.type != GGMLQuantizationType.Q4_1:
             if names is not None:
-                raise EngineError(f"{gguf_path}: tensor {tensor.name} is {tensor.tensor_type.name}, not Q4_1")
+                raise EngineError(f"{gguf_path}: tensor {tensor.name} is {tensor.type.name}, not Q4_1")
             continue
-        out[tensor.name] = Q4_1Weight.from_blocks(np.asarray(tensor.data))
+        out[tensor.name] = Q4_1Weight.from_blocks(layout.array(tensor.name))
     missing = sorted(set(names or ()) - set(out))
     if missing:
         raise EngineError(f"{gguf_path}: no tensor named {', '.join(missing)}")

@@ -7,14 +7,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gguf import GGUFReader
 
 from assistant.engine.lora import check_base, read_adapter_manifest
-from assistant.engine.tvm.model import LORA_SLOTS, LlamaShape, compile_shape, load_weights, lora_slot_arrays
+from assistant.engine.tvm.model import (
+    LORA_SLOTS,
+    LlamaShape,
+    compile_shape,
+    load_weights,
+    lora_slot_arrays,
+    open_gguf,
+)
 from assistant.engine.tvm.target import TargetKind, device, device_available
 from assistant.engine.types import EngineError
 
 PAGE = 16  # tokens per KV page
+CPU_PREFILL_CHUNK = 128
 
 
 class TvmLlama:
@@ -29,7 +36,7 @@ class TvmLlama:
         kind: TargetKind = "llvm",
         threads: int = 2,
         context_size: int = 2048,
-        prefill_chunk: int = 512,
+        prefill_chunk: int | None = None,
         sequences: int = 1,
     ):
         import tvm
@@ -37,10 +44,10 @@ class TvmLlama:
 
         if not device_available(kind):
             raise EngineError(f"no {kind} device on this machine: build for it with `assistant models compile`")
-        reader = GGUFReader(str(gguf_path))
-        self.shape = LlamaShape.from_gguf(reader, gguf_path)
+        gguf = open_gguf(gguf_path)
+        self.shape = LlamaShape.from_gguf(gguf)
         library, names, self.compile_s = compile_shape(self.shape, model_sha256, kind, cache_dir, threads=threads)
-        weights = load_weights(reader, self.shape, gguf_path)
+        weights = load_weights(gguf, self.shape)
         self.device = device(kind)
         self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), self.device)
         self.params = [tvm.runtime.tensor(np.ascontiguousarray(weights[n]), self.device) for n in names]
@@ -49,6 +56,10 @@ class TvmLlama:
         self._param_index = {n: i for i, n in enumerate(names)}
         self.adapters: dict[str, int] = {}
         self.model_sha256 = model_sha256
+        if prefill_chunk is None:
+            # On a CPU a chunk's activations should stay in cache: a 512-token prompt prefilled at
+            # 36 tok/s in one chunk, 69 in chunks of 128 (95 for a 128-token prompt).
+            prefill_chunk = CPU_PREFILL_CHUNK if kind == "llvm" else 512
         self.context_size, self.prefill_chunk = context_size, prefill_chunk
         self._shape_tuple = shape_tuple = tvm.runtime.ShapeTuple
         # One page budget of `context_size` tokens for all sequences; a forked prefix shares its pages.
