@@ -356,7 +356,9 @@ def gpu_block(path: Path, sha: str, draft: LlamaCppEngine, n: int, repeats: int)
             "decode_tok_s": round(median([g.stats.decode_tok_s for g in plain]), 1),
             "prefill_tok_s": round(median(prefill), 1),
             "speculative_decode_tok_s": round(median([g.stats.decode_tok_s for g in fast]), 1),
-            "speculation_speedup": round(median([p.stats.total_s / f.stats.total_s for p, f in zip(plain, fast, strict=True)]), 3),
+            "speculation_speedup": round(
+                median([p.stats.total_s / f.stats.total_s for p, f in zip(plain, fast, strict=True)]), 3
+            ),
             "speculation_lossless": all(p.tokens == f.tokens for p, f in zip(plain, fast, strict=True)),
             "acceptance": round(spec.stats.acceptance, 3),
             "k_used": spec.stats.k_used,
