@@ -385,6 +385,7 @@ def test_engine_adapters_switch_per_request_and_match_llama_cpp(tvm_engine: obje
     for eng in (tvm_engine, engine):
         eng.load_adapter("home", home.adapter_path)  # type: ignore[attr-defined]
     example = home.heldout_examples()[0]
+    tvm_engine.reset()  # type: ignore[attr-defined]  # no prefix cached by earlier tests
     ours = tvm_engine.generate(example.messages, max_tokens=24, adapter="home")  # type: ignore[attr-defined]
     theirs = engine.generate(example.messages, max_tokens=24, adapter="home")  # type: ignore[attr-defined]
     assert ours.result() == theirs.result() and ours.text.startswith("{")
