@@ -16,6 +16,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 from gguf import GGMLQuantizationType, GGUFReader
 
+from assistant.engine.tvm.attention import cpu_decode_kernel
 from assistant.engine.tvm.kernels import q4_1_matmul, q8_0_matmul, schedule_cpu, schedule_gpu
 from assistant.engine.tvm.quant import BLOCK, Q4_1Weight
 from assistant.engine.tvm.target import TargetKind, cross_compiled, missing_codegen, resolve_target
@@ -364,7 +366,7 @@ def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any
                       "$": {"param_mode": "none", "effect_mode": "none"}},
     }  # fmt: skip
     model = Llama()  # parameter names are attribute paths, as load_weights produces them
-    with target:
+    with target, cpu_decode_kernel() if kind == "llvm" else nullcontext():
         mod, named = model.export_tvm(spec=nn.spec.ModuleSpec.from_raw(spec, model))
     return mod, [name for name, _ in named]
 
@@ -375,7 +377,7 @@ class ArtifactKey:
     target: str
     quantization: str
     tvm_version: str
-    layout: int = 8  # bump when the graph or weight layout changes
+    layout: int = 10  # bump when the graph or weight layout changes
 
     @property
     def digest(self) -> str:
