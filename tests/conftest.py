@@ -65,6 +65,19 @@ def tvm_engine(default_model_path: Path, base_sha: str, tvm_cache: Path) -> Iter
     eng.close()
 
 
+def draft_manifests(folder: Path, model_path: Path) -> Path:
+    """A manifest folder offering the default model again as `smollm2-as-draft` (its own draft)."""
+    base = ModelStore().get(DEFAULT_MODEL)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "draft.toml").write_text(
+        f'name = "smollm2-as-draft"\ndescription = "the default model, used as its own draft"\n'
+        f'architecture = "llama"\nparameters = "135M"\nvocab_family = "smollm2"\nquantization = "Q4_1"\n'
+        f'license = "Apache-2.0"\nsize = {base.size}\nsha256 = "{base.sha256}"\n'
+        f'[source]\nkind = "file"\npath = "{model_path}"\n'
+    )
+    return folder
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

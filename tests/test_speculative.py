@@ -17,7 +17,7 @@ from assistant.engine.sampling import speculative_accept
 from assistant.engine.speculative import SpeculativeEngine, check_vocabularies
 from assistant.modelstore import ModelStore
 
-from .conftest import DEFAULT_MODEL
+from .conftest import DEFAULT_MODEL, draft_manifests
 from .lora_util import make_lora
 
 PROMPTS = [
@@ -240,16 +240,7 @@ def test_config_with_a_draft_builds_a_speculative_engine(default_model_path: Pat
     from assistant.engine import load_engine
     from assistant.pipeline import Assistant
 
-    store = ModelStore()
-    base = store.get(DEFAULT_MODEL)
-    manifests = tmp_path / "manifests"
-    manifests.mkdir()
-    (manifests / "draft.toml").write_text(
-        f'name = "smollm2-as-draft"\ndescription = "the default model, used as its own draft"\n'
-        f'architecture = "llama"\nparameters = "135M"\nvocab_family = "smollm2"\nquantization = "Q4_1"\n'
-        f'license = "Apache-2.0"\nsize = {base.size}\nsha256 = "{base.sha256}"\n'
-        f'[source]\nkind = "file"\npath = "{default_model_path}"\n'
-    )
+    manifests = draft_manifests(tmp_path / "manifests", default_model_path)
     cfg_file = tmp_path / "assistant.toml"
     cfg_file.write_text(
         f'[models]\nmanifest_dirs = ["{manifests}"]\n'

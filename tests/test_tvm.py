@@ -337,17 +337,11 @@ def test_config_selects_the_compiled_backend_with_adapters_and_a_cpu_draft(
     from assistant.engine import load_engine
     from assistant.engine.speculative import SpeculativeEngine
     from assistant.engine.tvm.engine import TvmEngine
-    from assistant.modelstore import ModelStore
     from assistant.pipeline import Assistant
 
-    base = ModelStore().get("smollm2-135m-instruct-q4_1")
-    manifests = tmp_path / "manifests"
-    manifests.mkdir()
-    (manifests / "draft.toml").write_text(
-        f'name = "smollm2-as-draft"\ndescription = "the default model as its own draft"\narchitecture = "llama"\n'
-        f'parameters = "135M"\nvocab_family = "smollm2"\nquantization = "Q4_1"\nlicense = "Apache-2.0"\n'
-        f'size = {base.size}\nsha256 = "{base.sha256}"\n[source]\nkind = "file"\npath = "{default_model_path}"\n'
-    )
+    from .conftest import draft_manifests
+
+    manifests = draft_manifests(tmp_path / "manifests", default_model_path)
     cache = tmp_path / "cache"
     shutil.copytree(tvm_cache, cache / "tvm")  # tvm_engine compiled it: no second compile
     text = (
