@@ -70,6 +70,31 @@ def q8_0_matmul(out_features: int, in_features: int, *, dtype: str = "float32") 
     return te.create_prim_func([x, codes, scales, y])
 
 
+DENSE_LANES = 8  # one AVX2 register; a rank-16 factor still has two chunks to reduce over
+
+
+def f32_matmul(out_features: int, in_features: int) -> Any:
+    """PrimFunc (x[n, in], w[out, in]) -> y[n, out] in float32 (the LoRA factors), same two stages
+    over 8-wide chunks so `schedule_cpu` applies: TVM's default lowering of these small matmuls is
+    a single-threaded loop nest."""
+    from tvm import te, tirx
+
+    if in_features % DENSE_LANES:
+        raise ValueError(f"in_features {in_features} is not a multiple of {DENSE_LANES}")
+    n = tirx.Var("n", "int64")
+    x = te.placeholder((n, in_features), "float32", name="x")
+    w = te.placeholder((out_features, in_features), "float32", name="w")
+    kb = te.reduce_axis((0, in_features // DENSE_LANES), name="kb")
+    part = te.compute(
+        (n, out_features, DENSE_LANES),
+        lambda r, o, j: te.sum(x[r, kb * DENSE_LANES + j] * w[o, kb * DENSE_LANES + j], axis=kb),
+        name="part",
+    )
+    kj = te.reduce_axis((0, DENSE_LANES), name="kj")
+    y = te.compute((n, out_features), lambda r, o: te.sum(part[r, o, kj], axis=kj), name="matmul")
+    return te.create_prim_func([x, w, y])
+
+
 def schedule_cpu(func: Any, *, many_rows: bool = False) -> Any:
     """Output features in parallel; per feature, the block positions as two 16-lane vectors (low
     nibbles, then high: each vector takes one branch of the nibble select).
@@ -93,8 +118,9 @@ def schedule_cpu(func: Any, *, many_rows: bool = False) -> Any:
         sch.compute_at(part, r)
         j, kb = sch.get_loops(part)[-2:]
         sch.reorder(kb, j)
-    _, lanes = sch.split(j, [2, BLOCK // 2])
-    sch.vectorize(lanes)
+    if int(sch.get(j).extent) == BLOCK:  # a 4-bit block: low nibbles, then high
+        _, j = sch.split(j, [2, BLOCK // 2])
+    sch.vectorize(j)
     sch.decompose_reduction(part, kb)
     return sch.mod
 
