@@ -3,7 +3,8 @@
 `int8_avx2` is the prototype of the next decode lever (issue 7): activations rounded to int8 per
 32-block as llama.cpp does, products by AVX2 `pmaddubsw` + `pmaddwd`, one float FMA per block.
 It is correct (the error is the activation rounding) and 1.65-1.93x faster than the float
-kernel on one FFN matrix here; the model does not use it yet. Usage: `python -m bench.kernels [--json FILE]` (x86 with AVX2 for the prototype).
+kernel on one FFN matrix here; the model does not use it yet.
+Usage: `python -m bench.kernels [--json FILE]` (x86 with AVX2 for the prototype).
 """
 
 from __future__ import annotations
