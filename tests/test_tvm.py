@@ -170,18 +170,21 @@ def test_adapters_are_run_time_inputs_of_the_compiled_graph(compiled: object, en
 @pytest.mark.slow
 @pytest.mark.parametrize("question", [*PROMPTS, "How do I boil an egg?"])
 def test_cpu_draft_speculation_on_the_compiled_target_is_lossless(
-    compiled: object, engine: object, question: str
+    tvm_engine: object, engine: object, question: str
 ) -> None:
     """llama.cpp drafts, the TVM build verifies k tokens per pass: exactly the TVM build's own greedy output."""
     from assistant.engine import ChatMessage
-    from assistant.engine.tvm.speculative import speculative_greedy
+    from assistant.engine.speculative import SpeculativeEngine
 
-    prompt = engine.tokenize(engine.apply_chat_template([ChatMessage(role="user", content=question)]), special=True)  # type: ignore[attr-defined]
-    stop = {t for t in range(8) if engine.is_eog(t)}  # type: ignore[attr-defined]  # SmolLM2's end-of-text ids
-    plain = compiled.greedy(prompt, 32, stop)  # type: ignore[attr-defined]
-    spec, stats = speculative_greedy(compiled, engine, prompt, 32, k=4, stop=stop)  # type: ignore[arg-type]
-    assert spec == plain
-    assert stats.rounds < len(plain) and stats.acceptance > 0.5  # the draft (same weights, other runtime) agrees
+    chat = [ChatMessage(role="user", content=question)]
+    plain = tvm_engine.generate(chat, max_tokens=32)  # type: ignore[attr-defined]
+    plain.result()
+    spec = SpeculativeEngine(tvm_engine, engine, max_draft=4, fixed_k=4)  # type: ignore[arg-type]
+    fast = spec.generate(chat, max_tokens=32)
+    fast.result()
+    assert fast.tokens == plain.tokens
+    # The draft (same weights, other runtime) agrees: fewer target passes than tokens.
+    assert spec.stats.steps < len(plain.tokens) and spec.stats.accepted_per_drafted > 0.5
 
 
 def test_compiled_artifact_is_reused_and_a_foreign_one_rebuilt(

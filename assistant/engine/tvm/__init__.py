@@ -6,7 +6,7 @@
 - `model`: the Llama graph on TVM's paged KV cache with run-time LoRA slots, and the artifact cache.
 - `runtime.TvmLlama`: sequences of the paged KV cache on the compiled model.
 - `engine.TvmEngine`: the `Engine` protocol on it (llama.cpp's tokenizer, vocab-only).
-- `speculative`: a CPU draft for it (the engine gets one through `SpeculativeEngine`).
+- A CPU draft: `assistant.engine.speculative.SpeculativeEngine` with a `TvmEngine` target.
 """
 
 import os

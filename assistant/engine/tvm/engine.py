@@ -56,7 +56,6 @@ class TvmEngine(LocalEngine):
             raise
         self.context_size, self.batch_size = context_size, self.model.prefill_chunk
         self.kind = kind
-        self.threads = (threads, threads)
         self.compile_s = self.model.compile_s
         self._rows = np.zeros((1, self.n_vocab), np.float32)
         self._active_adapter: str | None = None

@@ -15,8 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -186,6 +186,14 @@ def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any
     # Kernels for one row (decode) or many (prefill, verify): chosen while each entry point is traced.
     tracing = {"one_row": False}
 
+    @contextmanager
+    def one_row() -> Iterator[None]:
+        tracing["one_row"] = True
+        try:
+            yield
+        finally:
+            tracing["one_row"] = False
+
     def kernel(make: Any, out_f: int, in_f: int, name: str) -> Any:
         one = tracing["one_row"]
         key = (name, out_f, in_f, one)
@@ -313,22 +321,16 @@ def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any
             def last(h: Any) -> Any:
                 return te.compute((1, 1, s.hidden), lambda a, b, k: h[a, h.shape[1] - 1, k], name="last_row")
 
-            tracing["one_row"] = True  # the head sees the last row only
-            try:
+            with one_row():  # the head sees the last row only
                 return self._logits(op.tensor_expr_op(last, "last_row", [h])), cache
-            finally:
-                tracing["one_row"] = False
 
         def _verify(self, ids: Tensor, slot: Tensor | None, cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
             """Logits at every position of `ids` (checking a draft's proposals in one pass)."""
             return self._logits(self._body(self._embed(ids), cache, slot)), cache
 
         def _decode(self, ids: Tensor, slot: Tensor | None, cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
-            tracing["one_row"] = True
-            try:
+            with one_row():
                 return self._verify(ids, slot, cache)
-            finally:
-                tracing["one_row"] = False
 
         # With an adapter slot, and without: the base path computes no LoRA terms at all (measured:
         # a zero-filled slot through the LoRA matmuls cost about a fifth of decode speed).
