@@ -410,3 +410,20 @@ def test_cached_prefixes_give_way_when_the_page_budget_runs_out(tvm_engine: obje
     gen.result()
     assert gen.stats.prompt_tokens > held and gen.stats.completion_tokens > 0
     assert not any(s.tokens for s in eng._slots)  # type: ignore[attr-defined]
+
+
+def test_the_thread_pool_runs_as_many_threads_as_configured(tvm_engine: object) -> None:
+    """TVM caps its pool at half the CPUs on x86 unless TVM_NUM_THREADS is set: every kernel ran on one thread."""
+    import os
+
+    import tvm
+
+    threads = tvm.get_global_func("runtime.NumThreads")
+    eng = tvm_engine
+    try:
+        eng.set_threads(1, 1)  # type: ignore[attr-defined]
+        assert threads() == 1
+        eng.set_threads(2, 2)  # type: ignore[attr-defined]
+        assert threads() == min(2, os.cpu_count() or 1)
+    finally:
+        eng.set_threads(2, 2)  # type: ignore[attr-defined]
