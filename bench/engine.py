@@ -278,25 +278,30 @@ def speculative_block(store: ModelStore, threads: int, quick: bool, workdir: Pat
 
 def tvm_block(path: Path, sha: str, engine: LlamaCppEngine, threads: int, repeats: int, n: int) -> dict[str, Any]:
     """The compiled TVM backend (llvm, this CPU) against llama.cpp on the same GGUF, in alternating pairs."""
+    from assistant.engine.tvm import int8
     from assistant.engine.tvm.runtime import TvmLlama
+    from assistant.engine.tvm.target import resolve_target
 
     with tempfile.TemporaryDirectory() as cache:
         model = TvmLlama(path, sha, Path(cache), threads=threads)  # compiles: the cache is empty
+        integer = None
+        if int8.supported(resolve_target("llvm", threads=threads)):
+            integer = TvmLlama(path, sha, Path(cache), threads=threads, int8_activations=True)
     messages = chat(SYSTEM, STORY)
     prompt = engine.tokenize(engine.apply_chat_template(messages), special=True)
 
-    def tvm_decode(adapter: str | None = None) -> float:
-        model.reset()
-        token = int(model.prefill(prompt, adapter).argmax())
+    def tvm_decode(adapter: str | None = None, build: TvmLlama = model) -> float:
+        build.reset()
+        token = int(build.prefill(prompt, adapter).argmax())
         t0 = time.perf_counter()
         for _ in range(n):
-            token = int(model.decode(token, adapter).argmax())
+            token = int(build.decode(token, adapter).argmax())
         return n / (time.perf_counter() - t0)
 
-    def tvm_prefill(tokens: list[int]) -> float:
-        model.reset()
+    def tvm_prefill(tokens: list[int], build: TvmLlama = model) -> float:
+        build.reset()
         t0 = time.perf_counter()
-        model.prefill(tokens)
+        build.prefill(tokens)
         return len(tokens) / (time.perf_counter() - t0)
 
     def llama_prefill(tokens: list[int]) -> float:
@@ -313,7 +318,7 @@ def tvm_block(path: Path, sha: str, engine: LlamaCppEngine, threads: int, repeat
     llama_pre, tvm_pre, pre_ratio = paired(lambda: llama_prefill(prompt), lambda: tvm_prefill(prompt), repeats)
     long = (engine.tokenize(STORY) * 40)[:512]
     short_rate, long_rate = tvm_prefill(long[:128]), tvm_prefill(long)
-    return {
+    out = {
         "tvm_compile_s": round(model.compile_s, 1),
         "tvm_decode_tok_s": round(tvm_dec, 1), "llama_cpp_decode_tok_s": round(llama_dec, 1),
         "tvm_cpu_decode_ratio": round(dec_ratio, 3),
@@ -323,6 +328,21 @@ def tvm_block(path: Path, sha: str, engine: LlamaCppEngine, threads: int, repeat
         # Per-token prefill cost at 512 tokens relative to 128 (1.0 = linear; 4.0 would be quadratic).
         "tvm_prefill_cost_growth_512_vs_128": round(short_rate / long_rate, 2),
     }  # fmt: skip
+    if integer is not None:  # engine.tvm.int8_activations: against llama.cpp, and against the float build
+        build = integer
+        llama_dec, int8_dec, int8_ratio = paired(
+            lambda: decode_tok_s(engine, messages, n, 1), lambda: tvm_decode(build=build), repeats
+        )
+        _, _, int8_vs_float = paired(tvm_decode, lambda: tvm_decode(build=build), repeats)
+        _, int8_pre, int8_pre_ratio = paired(
+            lambda: llama_prefill(prompt), lambda: tvm_prefill(prompt, build=build), repeats
+        )
+        out |= {
+            "tvm_int8_decode_tok_s": round(int8_dec, 1), "tvm_int8_cpu_decode_ratio": round(int8_ratio, 3),
+            "tvm_int8_vs_float_decode": round(int8_vs_float, 3),
+            "tvm_int8_prefill_tok_s": round(int8_pre, 1), "tvm_int8_prefill_ratio": round(int8_pre_ratio, 3),
+        }  # fmt: skip
+    return out
 
 
 def gpu_block(path: Path, sha: str, draft: LlamaCppEngine, n: int, repeats: int) -> dict[str, Any] | None:

@@ -67,6 +67,56 @@ def test_cpu_kernel_computes_the_dequantized_matmul_for_decode_and_prefill(ffn_u
         np.testing.assert_allclose(got, x @ reference.T, rtol=1e-4, atol=1e-3)
 
 
+def _int8() -> object:
+    from assistant.engine.tvm import int8
+
+    if not int8.supported(resolve_target("llvm")):
+        pytest.skip("int8 activations need an x86 CPU with AVX2")
+    return int8
+
+
+def test_int8_kernel_computes_the_matmul_and_a_row_does_not_depend_on_the_batch(ffn_up: Q4_1Weight) -> None:
+    """Rounded activations (llama.cpp's Q8_1) and integer dot products: the rounding is the only error,
+    and a row alone gives the bits it gives inside a batch (decode and prefill agree)."""
+    int8: object = _int8()
+    out_f, in_f = ffn_up.shape
+    target, dev = resolve_target("llvm"), tvm.cpu()
+    quantize = tvm.compile(tvm.IRModule({"main": int8.quantize_rows(in_f)}), target=target)  # type: ignore[attr-defined]
+    matmul = tvm.compile(tvm.IRModule({"main": int8.q4_1_matmul_avx2(out_f, in_f)}), target=target)  # type: ignore[attr-defined]
+    weights = [tvm.runtime.tensor(a, dev) for a in (ffn_up.codes, ffn_up.scales, ffn_up.mins)]
+
+    def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n, blocks = x.shape[0], in_f // 32
+        q = [tvm.runtime.tensor(np.zeros(s, t), dev) for s, t in (((n, blocks, 32), np.int8), ((n, blocks), np.float32),
+                                                                  ((n, blocks), np.float32))]  # fmt: skip
+        quantize(tvm.runtime.tensor(x, dev), *q)
+        y = tvm.runtime.tensor(np.zeros((n, out_f), np.float32), dev)
+        matmul(*q, *weights, y)
+        return np.asarray(y.numpy()), np.asarray(q[0].numpy())
+
+    x = np.random.default_rng(0).standard_normal((7, in_f)).astype(np.float32)
+    many, codes = run(x)
+    blocks = x.reshape(7, -1, 32)
+    amax = np.abs(blocks).max(axis=2)
+    np.testing.assert_array_equal(codes, np.round(blocks * (np.float32(127) / amax)[..., None]))
+    want = x @ ffn_up.dequantize().T
+    assert np.abs(many - want).max() / np.abs(want).max() < 0.01
+    for i in (0, 6):
+        np.testing.assert_array_equal(run(x[i : i + 1])[0][0], many[i])
+
+
+def test_int8_activations_on_a_cpu_without_avx2_are_refused(
+    monkeypatch: pytest.MonkeyPatch, default_model_path: Path, tmp_path: Path
+) -> None:
+    from assistant.engine.tvm import int8
+    from assistant.engine.tvm.model import LlamaShape, compile_shape, open_gguf
+
+    monkeypatch.setattr(int8, "supported", lambda target: False)
+    shape = LlamaShape.from_gguf(open_gguf(default_model_path))
+    with pytest.raises(EngineError, match="int8 activations need an x86 CPU with avx2.*int8_activations = false"):
+        compile_shape(shape, "0" * 64, "llvm", tmp_path, int8_activations=True)
+
+
 def test_llvm_target_names_this_cpu_not_a_generic_one() -> None:
     target = resolve_target("llvm", threads=2)
     assert str(target.attrs["mcpu"]) == tvm.target.codegen.llvm_get_system_cpu() != "generic"
@@ -120,10 +170,23 @@ def _llama_cpp_greedy(engine: object, prompt: list[int], n: int, adapter: str | 
     return out
 
 
+@pytest.fixture(scope="module")
+def compiled_int8(default_model_path: Path, base_sha: str, tvm_cache: Path) -> object:
+    _int8()
+    from assistant.engine.tvm.runtime import TvmLlama
+
+    return TvmLlama(default_model_path, base_sha, tvm_cache, context_size=1024, int8_activations=True)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("question", PROMPTS)
-def test_compiled_model_greedy_is_token_identical_to_llama_cpp(compiled: object, engine: object, question: str) -> None:
+@pytest.mark.parametrize("build", ["compiled", "compiled_int8"])
+def test_compiled_model_greedy_is_token_identical_to_llama_cpp(
+    build: str, engine: object, question: str, request: pytest.FixtureRequest
+) -> None:
     from assistant.engine import ChatMessage
+
+    compiled = request.getfixturevalue(build)
 
     prompt = engine.tokenize(engine.apply_chat_template([ChatMessage(role="user", content=question)]), special=True)  # type: ignore[attr-defined]
     reference = _llama_cpp_greedy(engine, prompt, 24)
@@ -427,3 +490,24 @@ def test_the_thread_pool_runs_as_many_threads_as_configured(tvm_engine: object) 
         assert threads() == min(2, os.cpu_count() or 1)
     finally:
         eng.set_threads(2, 2)  # type: ignore[attr-defined]
+
+
+def test_speculation_on_an_int8_build_warns_that_it_is_not_bit_exact(
+    default_model_path: Path, base_sha: str, tvm_cache: Path, engine: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rounded activations amplify the attention kernels' 1e-5: the integrator is told, not surprised."""
+    import logging
+
+    _int8()
+    from assistant.engine.speculative import SpeculativeEngine
+    from assistant.engine.tvm.engine import TvmEngine
+
+    target = TvmEngine(default_model_path, model_sha256=base_sha, cache_dir=tvm_cache, context_size=512,
+                       int8_activations=True)  # fmt: skip
+    try:
+        with caplog.at_level(logging.INFO, logger="assistant.engine.speculative"):
+            SpeculativeEngine(target, engine, max_draft=4).calibrate()  # type: ignore[arg-type]
+        warned = [r for r in caplog.records if r.levelno == logging.WARNING and "int8_activations" in r.getMessage()]
+        assert warned, [r.getMessage() for r in caplog.records]
+    finally:
+        target.close()

@@ -554,7 +554,9 @@ def models_compile(
     ] = "llvm",
     config: ConfigOpt = None,
 ) -> None:
-    """Compile a model with Apache TVM (extra `tvm`) into the artifact cache (key: checksum, target, TVM version)."""
+    """Compile a model with Apache TVM (extra `tvm`) into the artifact cache (key: checksum, target, TVM version).
+
+    For llvm, engine.tvm.int8_activations from the config picks the variant, as the assistant will load it."""
     try:
         from assistant.engine.tvm.model import COMPILE_STAGES, compile_model
     except ImportError:
@@ -580,6 +582,7 @@ def models_compile(
             library, _, seconds = compile_model(
                 path, manifest.sha256 or "", target, cfg.models.resolved_cache_dir / "tvm",  # type: ignore[arg-type]
                 threads=cfg.engine.threads.target, on_stage=on_stage,
+                int8_activations=cfg.engine.tvm.int8_activations and target == "llvm",
             )  # fmt: skip
         except EngineError as exc:
             raise _fail(str(exc)) from None

@@ -53,6 +53,7 @@ def _load_base(cfg: AssistantConfig, path: Path, sha256: str | None) -> LocalEng
             cache_dir=cfg.models.resolved_cache_dir / "tvm",
             name=e.base_model,
             kind=e.tvm.target,
+            int8_activations=e.tvm.int8_activations,
             context_size=e.context_size,
             batch_size=e.batch_size,
             threads=e.threads.target,

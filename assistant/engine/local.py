@@ -90,8 +90,10 @@ class LocalEngine(ABC):
     vocab: Vocab
     context_size: int
     batch_size: int
-    # Why a verify batch may not give bit-identical logits to one-token decodes (None: it should).
+    # Why a verify batch may not give bit-identical logits to one-token decodes (None: it should),
+    # and whether the difference is large enough to change greedy output in practice.
     batch_variance: str | None = None
+    batch_variance_matters: bool = False
 
     def _init_state(self, name: str, prefix_slots: int) -> None:
         self._name = name

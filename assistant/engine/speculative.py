@@ -165,7 +165,9 @@ class SpeculativeEngine:
             self.batch_invariant = batch_invariant(self.target, context, self.max_draft + 1)
         if not self.batch_invariant:
             log.log(
-                logging.WARNING if self.target.batch_variance is None else logging.INFO,
+                logging.WARNING
+                if self.target.batch_variance is None or self.target.batch_variance_matters
+                else logging.INFO,
                 "%s computes batches differently from single tokens: %s",
                 self.target.model_name,
                 self.target.batch_variance

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from gguf import GGMLQuantizationType, GGUFReader
 
+from assistant.engine.tvm import int8
 from assistant.engine.tvm.attention import cpu_decode_kernel
 from assistant.engine.tvm.kernels import f32_matmul, q4_1_matmul, q8_0_matmul, schedule_cpu, schedule_gpu
 from assistant.engine.tvm.quant import BLOCK, Q4_1Weight
@@ -168,12 +169,16 @@ def load_weights(gguf: GGUFLayout, shape: LlamaShape) -> dict[str, np.ndarray]:
     return out
 
 
-def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any, list[str]]:
+def build_module(
+    shape: LlamaShape, kind: TargetKind, threads: int, int8_activations: bool = False
+) -> tuple[Any, list[str]]:
     """(Relax IRModule with prefill, verify, decode, their `_base` twins and create_kv; parameter names).
 
     The attention projections carry LoRA slots: per layer, stacked A (slots, 3R, hidden) and B
     (slots, out, 3R) for q|k|v and the same for o, all run-time parameters. `prefill` and
     `verify` take the slot to use, so switching adapters is an index, not a recompile or a copy.
+    `int8_activations` (llvm on x86 with AVX2): the 4-bit matmuls take int8-rounded inputs
+    (`int8.q4_1_matmul_avx2`) in every entry point, so a row's matmul never depends on the batch.
     """
     from tvm import relax, te, tirx
     from tvm.relax.frontend import nn
@@ -207,6 +212,32 @@ def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any
             funcs[key] = mod["main"].with_attrs(attrs)
         return funcs[key]
 
+    if int8_activations and not (kind == "llvm" and int8.supported(target)):
+        raise EngineError(
+            f"int8 activations need an x86 CPU with {', '.join(int8.FEATURES)} (target {kind}, cpu "
+            f"{target.attrs.get('mcpu', '?')}): set engine.tvm.int8_activations = false"
+        )
+
+    written: dict[str, Any] = {}
+
+    def hand_written(name: str, make: Callable[[], Any]) -> Any:
+        if name not in written:  # scheduled already; fusing it into a neighbour would lose that
+            written[name] = make().with_attrs({"global_symbol": name, "tir.is_scheduled": True, "op_pattern": 8})
+        return written[name]
+
+    def q4_matmul(rows: Tensor, w: Q4Linear) -> Tensor:
+        n, out_f, in_f = rows.shape[0], w.out_f, w.in_f
+        if not (int8_activations and int8.fits(out_f, in_f)):
+            return op.tensor_ir_op(matmul_func(out_f, in_f), "q4_matmul", [rows, w.codes, w.scales, w.mins],
+                                   Tensor.placeholder((n, out_f), "float32"))  # fmt: skip
+        nb = in_f // BLOCK
+        quantize = hand_written(f"q8_rows_{in_f}", lambda: int8.quantize_rows(in_f))
+        outs = [Tensor.placeholder((n, nb, BLOCK), "int8")] + [Tensor.placeholder((n, nb), "float32")] * 2
+        xq, xd, xs = op.tensor_ir_op(quantize, "q8_rows", [rows], outs)
+        func = hand_written(f"q4_int8_{out_f}x{in_f}", lambda: int8.q4_1_matmul_avx2(out_f, in_f))
+        return op.tensor_ir_op(func, "q4_int8", [xq, xd, xs, w.codes, w.scales, w.mins],
+                               Tensor.placeholder((n, out_f), "float32"))  # fmt: skip
+
     def take_slot(stacked: Tensor, slot: Tensor) -> Tensor:
         # "clip", not the default "fast" (which warns at every build): the runtime checks slots anyway.
         return nn.wrap_nested(relax.op.take(stacked._expr, slot._expr, axis=0, mode="clip"), name="lora_slot")
@@ -232,9 +263,7 @@ def build_module(shape: LlamaShape, kind: TargetKind, threads: int) -> tuple[Any
         def forward(self, x: Tensor, slot: Tensor | None = None) -> Tensor:
             b, n, _ = x.shape
             rows = op.reshape(x, (b * n, self.in_f))
-            y = op.tensor_ir_op(matmul_func(self.out_f, self.in_f), "q4_matmul",
-                                [rows, self.codes, self.scales, self.mins],
-                                Tensor.placeholder((b * n, self.out_f), "float32"))  # fmt: skip
+            y = q4_matmul(rows, self)
             if self.bias is not None:
                 y = y + self.bias
             if self.lora_rank and slot is not None:
@@ -405,13 +434,16 @@ def compile_model(
     cache_dir: Path,
     *,
     threads: int = 2,
+    int8_activations: bool = False,
     on_stage: Callable[[int], None] | None = None,
 ) -> tuple[Path, list[str], float]:
     """(library path, parameter names, seconds spent compiling: 0 when the cached artifact fits).
 
     `on_stage(i)` is called as stage i of `COMPILE_STAGES` starts (for a progress bar)."""
     shape = LlamaShape.from_gguf(open_gguf(gguf_path))
-    return compile_shape(shape, model_sha256, kind, cache_dir, threads=threads, on_stage=on_stage)
+    return compile_shape(
+        shape, model_sha256, kind, cache_dir, threads=threads, int8_activations=int8_activations, on_stage=on_stage
+    )
 
 
 def compile_shape(
@@ -421,6 +453,7 @@ def compile_shape(
     cache_dir: Path,
     *,
     threads: int = 2,
+    int8_activations: bool = False,
     on_stage: Callable[[int], None] | None = None,
 ) -> tuple[Path, list[str], float]:
     """`compile_model` for a caller that has read the GGUF already."""
@@ -431,7 +464,8 @@ def compile_shape(
     if problem is not None:
         raise EngineError(f"cannot compile for {kind}: {problem}")
     target = resolve_target(kind, threads=threads)
-    key = ArtifactKey(model_sha256, str(target), "q4_1+q8_0", tvm.__version__)
+    quantization = "q4_1+q8_0" + ("+int8-activations" if int8_activations else "")
+    key = ArtifactKey(model_sha256, str(target), quantization, tvm.__version__)
     folder = cache_dir / key.digest
     # A cross-compiled build is a .tar of objects: the device links it when it loads it.
     library, stamp = folder / ("model.tar" if cross_compiled(kind) else "model.so"), folder / "key.json"
@@ -444,7 +478,7 @@ def compile_shape(
             pass  # a corrupt stamp: rebuild
     t0 = time.perf_counter()
     stage(0)
-    mod, names = build_module(shape, kind, threads)
+    mod, names = build_module(shape, kind, threads, int8_activations)
     stage(1)
     with target:
         executable = tvm.compile(mod, target)

@@ -34,6 +34,7 @@ class TvmLlama:
         cache_dir: Path,
         *,
         kind: TargetKind = "llvm",
+        int8_activations: bool = False,
         threads: int = 2,
         context_size: int = 2048,
         prefill_chunk: int | None = None,
@@ -46,7 +47,9 @@ class TvmLlama:
             raise EngineError(f"no {kind} device on this machine: build for it with `assistant models compile`")
         gguf = open_gguf(gguf_path)
         self.shape = LlamaShape.from_gguf(gguf)
-        library, names, self.compile_s = compile_shape(self.shape, model_sha256, kind, cache_dir, threads=threads)
+        library, names, self.compile_s = compile_shape(
+            self.shape, model_sha256, kind, cache_dir, threads=threads, int8_activations=int8_activations
+        )
         weights = load_weights(gguf, self.shape)
         self.device = device(kind)
         self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), self.device)
