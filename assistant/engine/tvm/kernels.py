@@ -73,26 +73,30 @@ def q8_0_matmul(out_features: int, in_features: int, *, dtype: str = "float32") 
 DENSE_LANES = 8  # one AVX2 register; a rank-16 factor still has two chunks to reduce over
 
 
-def f32_matmul(out_features: int, in_features: int) -> Any:
-    """PrimFunc (x[n, in], w[out, in]) -> y[n, out] in float32 (the LoRA factors), same two stages
-    over 8-wide chunks so `schedule_cpu` applies: TVM's default lowering of these small matmuls is
-    a single-threaded loop nest."""
+def lora_matmul(out_features: int, in_features: int, slots: int) -> Any:
+    """PrimFunc (x[n, in], w[slots, out, in], slot int32[1]) -> y[n, out] in float32: one LoRA
+    factor of the adapter in `slot`, read in place from the stacked slots (gathering the slot
+    first copied both factors of every projection per token). Same two stages over 8-wide chunks
+    so `schedule_cpu` applies: TVM's default lowering of these small matmuls is a single-threaded
+    loop nest."""
     from tvm import te, tirx
 
     if in_features % DENSE_LANES:
         raise ValueError(f"in_features {in_features} is not a multiple of {DENSE_LANES}")
     n = tirx.Var("n", "int64")
     x = te.placeholder((n, in_features), "float32", name="x")
-    w = te.placeholder((out_features, in_features), "float32", name="w")
+    w = te.placeholder((slots, out_features, in_features), "float32", name="w")
+    slot = te.placeholder((1,), "int32", name="slot")
+    index = tirx.max(tirx.min(slot[0], slots - 1), 0)  # never outside the stacked slots
     kb = te.reduce_axis((0, in_features // DENSE_LANES), name="kb")
     part = te.compute(
         (n, out_features, DENSE_LANES),
-        lambda r, o, j: te.sum(x[r, kb * DENSE_LANES + j] * w[o, kb * DENSE_LANES + j], axis=kb),
+        lambda r, o, j: te.sum(x[r, kb * DENSE_LANES + j] * w[index, o, kb * DENSE_LANES + j], axis=kb),
         name="part",
     )
     kj = te.reduce_axis((0, DENSE_LANES), name="kj")
     y = te.compute((n, out_features), lambda r, o: te.sum(part[r, o, kj], axis=kj), name="matmul")
-    return te.create_prim_func([x, w, y])
+    return te.create_prim_func([x, w, slot, y])
 
 
 def schedule_cpu(func: Any, *, many_rows: bool = False) -> Any:

@@ -26,7 +26,7 @@ from gguf import GGMLQuantizationType, GGUFReader
 
 from assistant.engine.tvm import int8
 from assistant.engine.tvm.attention import cpu_decode_kernel
-from assistant.engine.tvm.kernels import f32_matmul, q4_1_matmul, q8_0_matmul, schedule_cpu, schedule_gpu
+from assistant.engine.tvm.kernels import lora_matmul, q4_1_matmul, q8_0_matmul, schedule_cpu, schedule_gpu
 from assistant.engine.tvm.quant import BLOCK, Q4_1Weight
 from assistant.engine.tvm.target import TargetKind, cross_compiled, missing_codegen, resolve_target
 from assistant.engine.types import EngineError
@@ -242,9 +242,11 @@ def build_module(
         # "clip", not the default "fast" (which warns at every build): the runtime checks slots anyway.
         return nn.wrap_nested(relax.op.take(stacked._expr, slot._expr, axis=0, mode="clip"), name="lora_slot")
 
-    def dense(x: Tensor, w: Tensor, out_f: int, in_f: int) -> Tensor:
-        func = kernel(f32_matmul, out_f, in_f, "f32_matmul")
-        return op.tensor_ir_op(func, "f32_matmul", [x, w], Tensor.placeholder((x.shape[0], out_f), "float32"))
+    def lora_factor(x: Tensor, stacked: Tensor, slot: Tensor, out_f: int, in_f: int) -> Tensor:
+        func = kernel(lambda o, i: lora_matmul(o, i, LORA_SLOTS), out_f, in_f, "lora_matmul")
+        return op.tensor_ir_op(
+            func, "lora_matmul", [x, stacked, slot], Tensor.placeholder((x.shape[0], out_f), "float32")
+        )
 
     def matmul_func(out_f: int, in_f: int) -> Any:
         return kernel(q4_1_matmul, out_f, in_f, "q4_matmul")
@@ -267,12 +269,12 @@ def build_module(
             if self.bias is not None:
                 y = y + self.bias
             if self.lora_rank and slot is not None:
-                a = op.reshape(take_slot(self.lora_a, slot), (self.lora_rank, self.in_f))
-                bb = op.reshape(take_slot(self.lora_b, slot), (self.out_f, self.lora_rank))
-                if kind == "llvm":  # scheduled; the default lowering cost 15% of decode
-                    low = dense(rows, a, self.lora_rank, self.in_f)
-                    y = y + dense(low, bb, self.out_f, self.lora_rank)
+                if kind == "llvm":  # scheduled, in place: the default lowering cost 15% of decode
+                    low = lora_factor(rows, self.lora_a, slot, self.lora_rank, self.in_f)
+                    y = y + lora_factor(low, self.lora_b, slot, self.out_f, self.lora_rank)
                 else:  # the GPU pipeline's default schedules handle these
+                    a = op.reshape(take_slot(self.lora_a, slot), (self.lora_rank, self.in_f))
+                    bb = op.reshape(take_slot(self.lora_b, slot), (self.out_f, self.lora_rank))
                     low = op.matmul(rows, op.permute_dims(a, [1, 0]))
                     y = y + op.matmul(low, op.permute_dims(bb, [1, 0]))
             return op.reshape(y, (b, n, self.out_f))
@@ -417,7 +419,7 @@ class ArtifactKey:
     target: str
     quantization: str
     tvm_version: str
-    layout: int = 11  # bump when the graph or weight layout changes
+    layout: int = 12  # bump when the graph or weight layout changes
 
     @property
     def digest(self) -> str:
