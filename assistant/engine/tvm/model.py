@@ -25,7 +25,7 @@ import numpy as np
 from gguf import GGMLQuantizationType, GGUFReader
 
 from assistant.engine.tvm import int8
-from assistant.engine.tvm.attention import cpu_decode_kernel
+from assistant.engine.tvm.attention import cpu_attention_kernels
 from assistant.engine.tvm.kernels import lora_matmul, q4_1_matmul, q8_0_matmul, schedule_cpu, schedule_gpu
 from assistant.engine.tvm.quant import BLOCK, Q4_1Weight
 from assistant.engine.tvm.target import TargetKind, cross_compiled, missing_codegen, resolve_target
@@ -408,7 +408,7 @@ def build_module(
                       "$": {"param_mode": "none", "effect_mode": "none"}},
     }  # fmt: skip
     model = Llama()  # parameter names are attribute paths, as load_weights produces them
-    with target, cpu_decode_kernel() if kind == "llvm" else nullcontext():
+    with target, cpu_attention_kernels() if kind == "llvm" else nullcontext():
         mod, named = model.export_tvm(spec=nn.spec.ModuleSpec.from_raw(spec, model))
     return mod, [name for name, _ in named]
 
@@ -419,7 +419,7 @@ class ArtifactKey:
     target: str
     quantization: str
     tvm_version: str
-    layout: int = 12  # bump when the graph or weight layout changes
+    layout: int = 13  # bump when the graph or weight layout changes
 
     @property
     def digest(self) -> str:
