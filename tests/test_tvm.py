@@ -576,3 +576,34 @@ def test_cpu_prefill_attention_kernels_compute_softmax_attention(causal: bool) -
     want_out, want_lse = _attention_reference(q, k, v, causal)
     np.testing.assert_allclose(out.numpy(), want_out, rtol=1e-4, atol=1e-5)  # type: ignore[attr-defined]
     np.testing.assert_allclose(lse.numpy(), want_lse, rtol=1e-4, atol=1e-4)  # type: ignore[attr-defined]
+
+
+def test_cpu_decode_attention_kernel_computes_softmax_attention() -> None:
+    """One new token per sequence over its pages: two sequences of 37 and 5 cached tokens."""
+    from assistant.engine.tvm.attention import PAGE, decode_attention_cpu
+
+    heads, kv_heads, d = 9, 3, 64
+    rng = np.random.default_rng(2)
+    dev = tvm.cpu()
+    kernel = tvm.compile(tvm.IRModule({"main": decode_attention_cpu(kv_heads, heads, d, "float32")}),
+                         target=resolve_target("llvm"))  # fmt: skip
+    lengths, tables = [37, 5], [[4, 1, 0], [2]]
+    pages = np.zeros((5, 2, kv_heads, PAGE, d), np.float32)
+    keys = [rng.standard_normal((2, n, kv_heads, d)).astype(np.float32) for n in lengths]
+    for (k, v), table in zip(keys, tables, strict=True):
+        for i, page in enumerate(table):
+            rows = k[i * PAGE : (i + 1) * PAGE].shape[0]
+            pages[page, 0, :, :rows] = k[i * PAGE : i * PAGE + rows].transpose(1, 0, 2)
+            pages[page, 1, :, :rows] = v[i * PAGE : i * PAGE + rows].transpose(1, 0, 2)
+    q = rng.standard_normal((2, heads, d)).astype(np.float32)
+    out, lse = (
+        tvm.runtime.tensor(np.zeros((2, heads, d), np.float32), dev),
+        tvm.runtime.tensor(np.zeros((2, heads), np.float32), dev),
+    )
+    ints = [np.array(a, np.int32) for a in ([0, 3, 4], [4, 1, 0, 2], [37 - 2 * PAGE, 5], [0, 0], [37, 5])]
+    args = [tvm.runtime.tensor(a, dev) for a in (q, pages, *ints)]
+    kernel(*args, out, lse, 0, 1.0, 1e4, d**-0.5)  # type: ignore[operator]
+    for s, (k, v) in enumerate(keys):
+        want_out, want_lse = _attention_reference(q[s : s + 1], k, v, causal=False)
+        np.testing.assert_allclose(out.numpy()[s], want_out[0], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(lse.numpy()[s], want_lse[0], rtol=1e-4, atol=1e-4)

@@ -21,10 +21,79 @@ PAGE = 16
 LANES = 8  # float32 lanes of an AVX2 / two NEON registers
 
 
+def _key_value(buf: Any, which: int, where: Any, kv_head: Any, row: Any, x: Any) -> Any:
+    """A key (which=0) or value (1) element: `buf` is the page pool (`where` a page) or a ragged
+    K or V array (`where` the first row of the chunk)."""
+    if len(buf.shape) == 5:
+        return buf[where, which, kv_head, row, x]
+    return buf[where + row, kv_head, x]
+
+
+def _chunk_start(table: Any, start: Any, p: Any) -> Any:
+    """Chunk p of a sequence: its page (`table` the page table, `start` the sequence's offset in
+    it) or, for ragged K/V (`table` None), its first row."""
+    return start + p * PAGE if table is None else table[start + p]
+
+
+def _attend_macro() -> Any:
+    """The work of one (query, head) pair, shared by the three kernels: keys a chunk of PAGE at a
+    time (their scores, one rescale, then the values weighted), vectorized across the head."""
+    from tvm.script import tirx as T
+
+    log2e = math.log2(math.e)
+
+    @T.macro
+    def attend(q, qi, h, kv_head, keys, values, table, start, seen, out, lse, sm_scale, d_head):  # type: ignore[no-untyped-def]
+        with T.sblock("pair"):
+            T.reads()  # declared, not inferred: the regions depend on values read inside
+            T.writes()
+            acc = T.sblock_alloc_buffer((d_head,), "float32")
+            score = T.sblock_alloc_buffer((PAGE,), "float32")
+            lanes = T.sblock_alloc_buffer((LANES,), "float32")
+            state = T.sblock_alloc_buffer((3,), "float32")  # running max, denominator, chunk max
+            state[0] = T.float32(-5e4)
+            state[1] = T.float32(0)
+            for d in T.vectorized(d_head):
+                acc[d] = T.float32(0)
+            for p in T.serial((seen + PAGE - 1) // PAGE):
+                where: T.let[T.int32] = _chunk_start(table, start, p)
+                rows: T.let[T.int32] = T.min(PAGE, seen - p * PAGE)
+                state[2] = state[0]
+                for r in T.serial(rows):
+                    for lane in T.vectorized(LANES):
+                        lanes[lane] = T.float32(0)
+                    for c in T.serial(d_head // LANES):
+                        for lane in T.vectorized(LANES):
+                            lanes[lane] += T.cast(q[qi, h, c * LANES + lane], "float32") * T.cast(
+                                _key_value(keys, 0, where, kv_head, r, c * LANES + lane), "float32"
+                            )
+                    score[r] = T.float32(0)
+                    for lane in T.serial(LANES):
+                        score[r] += lanes[lane]
+                    score[r] *= sm_scale * log2e
+                    state[2] = T.max(state[2], score[r])
+                # One rescale per chunk of what was accumulated under the old maximum.
+                scale: T.let[T.float32] = T.exp2(state[0] - state[2])
+                state[1] *= scale
+                for d in T.vectorized(d_head):
+                    acc[d] *= scale
+                state[0] = state[2]
+                for r in T.serial(rows):
+                    weight: T.let[T.float32] = T.exp2(score[r] - state[0])
+                    state[1] += weight
+                    for d in T.vectorized(d_head):
+                        acc[d] += weight * T.cast(_key_value(values, 1, where, kv_head, r, d), "float32")
+            for d in T.vectorized(d_head):
+                out[qi, h, d] = T.cast(acc[d] / T.max(state[1], T.float32(1e-30)), out.dtype)
+            lse[qi, h] = state[0] + T.log2(T.max(state[1], T.float32(1e-30)))
+
+    return attend
+
+
 def decode_attention_cpu(heads_kv: int, heads_qo: int, head_dim: int, dtype: str) -> Any:
     from tvm.script import tirx as T
 
-    group, d_head, log2e = heads_qo // heads_kv, head_dim, math.log2(math.e)
+    group, d_head, attend = heads_qo // heads_kv, head_dim, _attend_macro()
     if head_dim % LANES:
         raise ValueError(f"head_dim {head_dim} is not a multiple of {LANES}")
 
@@ -59,51 +128,9 @@ def decode_attention_cpu(heads_kv: int, heads_qo: int, head_dim: int, dtype: str
         assert rotary_mode == 0, "decode_attention_cpu expects RoPE applied when keys are appended"
         for b in T.serial(batch):
             for h in T.parallel(heads_qo):
-                with T.sblock("head"):
-                    T.reads()  # declared, not inferred: the regions depend on values read inside
-                    T.writes()
-                    acc = T.sblock_alloc_buffer((d_head,), "float32")
-                    score = T.sblock_alloc_buffer((PAGE,), "float32")
-                    lanes = T.sblock_alloc_buffer((LANES,), "float32")
-                    state = T.sblock_alloc_buffer((3,), "float32")  # running max, denominator, page max
-                    kv = h // group
-                    n_pages: T.let[T.int32] = indptr[b + 1] - indptr[b]
-                    state[0] = T.float32(-5e4)
-                    state[1] = T.float32(0)
-                    for d in T.vectorized(d_head):
-                        acc[d] = T.float32(0)
-                    for p in T.serial(n_pages):
-                        page: T.let[T.int32] = values[indptr[b] + p]
-                        rows: T.let[T.int32] = T.if_then_else(p == n_pages - 1, last_len[b], PAGE)
-                        state[2] = state[0]
-                        for r in T.serial(rows):
-                            # q . k as 8 vector lanes of partial sums, then the lanes added.
-                            for lane in T.vectorized(LANES):
-                                lanes[lane] = T.float32(0)
-                            for c in T.serial(d_head // LANES):
-                                for lane in T.vectorized(LANES):
-                                    lanes[lane] += T.cast(q[b, h, c * LANES + lane], "float32") * T.cast(
-                                        pages[page, 0, kv, r, c * LANES + lane], "float32"
-                                    )
-                            score[r] = T.float32(0)
-                            for lane in T.serial(LANES):
-                                score[r] += lanes[lane]
-                            score[r] *= sm_scale * log2e
-                            state[2] = T.max(state[2], score[r])
-                        # One rescale per page of what was accumulated under the old maximum.
-                        scale: T.let[T.float32] = T.exp2(state[0] - state[2])
-                        state[1] *= scale
-                        for d in T.vectorized(d_head):
-                            acc[d] *= scale
-                        state[0] = state[2]
-                        for r in T.serial(rows):
-                            weight: T.let[T.float32] = T.exp2(score[r] - state[0])
-                            state[1] += weight
-                            for d in T.vectorized(d_head):
-                                acc[d] += weight * T.cast(pages[page, 1, kv, r, d], "float32")
-                    for d in T.vectorized(d_head):
-                        out[b, h, d] = T.cast(acc[d] / T.max(state[1], T.float32(1e-30)), dtype)
-                    lse[b, h] = state[0] + T.log2(T.max(state[1], T.float32(1e-30)))
+                n_pages: T.let[T.int32] = indptr[b + 1] - indptr[b]
+                seen: T.let[T.int32] = T.if_then_else(n_pages > 0, (n_pages - 1) * PAGE + last_len[b], 0)
+                attend(q, b, h, h // group, pages, pages, values, indptr[b], seen, out, lse, sm_scale, d_head)
 
     return batch_decode_paged_kv
 
@@ -121,7 +148,7 @@ def prefill_paged_attention_cpu(heads_kv: int, heads_qo: int, head_dim: int, dty
     kernel ran every pair on one thread and visited masked keys too: 60% of a 512-token prefill."""
     from tvm.script import tirx as T
 
-    group, d_head, log2e = heads_qo // heads_kv, head_dim, math.log2(math.e)
+    group, d_head, attend = heads_qo // heads_kv, head_dim, _attend_macro()
 
     @T.prim_func(s_tir=True)
     def batch_prefill_paged_kv(
@@ -158,53 +185,11 @@ def prefill_paged_attention_cpu(heads_kv: int, heads_qo: int, head_dim: int, dty
         assert rotary_mode == 0, "prefill_paged_attention_cpu expects RoPE applied when keys are appended"
         for b in T.serial(batch):
             for t in T.parallel((q_indptr[b + 1] - q_indptr[b]) * heads_qo):
-                with T.sblock("pair"):
-                    T.reads()
-                    T.writes()
-                    acc = T.sblock_alloc_buffer((d_head,), "float32")
-                    score = T.sblock_alloc_buffer((PAGE,), "float32")
-                    lanes = T.sblock_alloc_buffer((LANES,), "float32")
-                    state = T.sblock_alloc_buffer((3,), "float32")  # running max, denominator, page max
-                    row: T.let[T.int32] = t // heads_qo
-                    h: T.let[T.int32] = t % heads_qo
-                    qi: T.let[T.int32] = q_indptr[b] + row
-                    n_pages: T.let[T.int32] = page_indptr[b + 1] - page_indptr[b]
-                    kv_len: T.let[T.int32] = T.if_then_else(n_pages > 0, (n_pages - 1) * PAGE + last_len[b], 0)
-                    seen: T.let[T.int32] = _visible(causal, row, kv_len, q_indptr[b + 1] - q_indptr[b])
-                    state[0] = T.float32(-5e4)
-                    state[1] = T.float32(0)
-                    for d in T.vectorized(d_head):
-                        acc[d] = T.float32(0)
-                    for p in T.serial((seen + PAGE - 1) // PAGE):
-                        page: T.let[T.int32] = values[page_indptr[b] + p]
-                        rows: T.let[T.int32] = T.min(PAGE, seen - p * PAGE)
-                        state[2] = state[0]
-                        for r in T.serial(rows):
-                            for lane in T.vectorized(LANES):
-                                lanes[lane] = T.float32(0)
-                            for c in T.serial(d_head // LANES):
-                                for lane in T.vectorized(LANES):
-                                    lanes[lane] += T.cast(q[qi, h, c * LANES + lane], "float32") * T.cast(
-                                        pages[page, 0, h // group, r, c * LANES + lane], "float32"
-                                    )
-                            score[r] = T.float32(0)
-                            for lane in T.serial(LANES):
-                                score[r] += lanes[lane]
-                            score[r] *= sm_scale * log2e
-                            state[2] = T.max(state[2], score[r])
-                        scale: T.let[T.float32] = T.exp2(state[0] - state[2])
-                        state[1] *= scale
-                        for d in T.vectorized(d_head):
-                            acc[d] *= scale
-                        state[0] = state[2]
-                        for r in T.serial(rows):
-                            weight: T.let[T.float32] = T.exp2(score[r] - state[0])
-                            state[1] += weight
-                            for d in T.vectorized(d_head):
-                                acc[d] += weight * T.cast(pages[page, 1, h // group, r, d], "float32")
-                    for d in T.vectorized(d_head):
-                        out[qi, h, d] = T.cast(acc[d] / T.max(state[1], T.float32(1e-30)), dtype)
-                    lse[qi, h] = state[0] + T.log2(T.max(state[1], T.float32(1e-30)))
+                n_pages: T.let[T.int32] = page_indptr[b + 1] - page_indptr[b]
+                kv_len: T.let[T.int32] = T.if_then_else(n_pages > 0, (n_pages - 1) * PAGE + last_len[b], 0)
+                seen: T.let[T.int32] = _visible(causal, t // heads_qo, kv_len, q_indptr[b + 1] - q_indptr[b])
+                attend(q, q_indptr[b] + t // heads_qo, t % heads_qo, t % heads_qo // group, pages, pages, values,
+                       page_indptr[b], seen, out, lse, sm_scale, d_head)  # fmt: skip
 
     return batch_prefill_paged_kv
 
@@ -213,7 +198,7 @@ def prefill_ragged_attention_cpu(heads_kv: int, heads_qo: int, head_dim: int, dt
     """The new tokens of a chunk against themselves (keys and values not yet paged), same scheme."""
     from tvm.script import tirx as T
 
-    group, d_head, log2e = heads_qo // heads_kv, head_dim, math.log2(math.e)
+    group, d_head, attend = heads_qo // heads_kv, head_dim, _attend_macro()
 
     @T.prim_func(s_tir=True)
     def batch_prefill_ragged_kv(
@@ -247,51 +232,10 @@ def prefill_ragged_attention_cpu(heads_kv: int, heads_qo: int, head_dim: int, dt
         assert rotary_mode == 0, "prefill_ragged_attention_cpu expects RoPE applied before attention"
         for b in T.serial(batch):
             for t in T.parallel((q_indptr[b + 1] - q_indptr[b]) * heads_qo):
-                with T.sblock("pair"):
-                    T.reads()
-                    T.writes()
-                    acc = T.sblock_alloc_buffer((d_head,), "float32")
-                    score = T.sblock_alloc_buffer((PAGE,), "float32")
-                    lanes = T.sblock_alloc_buffer((LANES,), "float32")
-                    state = T.sblock_alloc_buffer((3,), "float32")  # running max, denominator, chunk max
-                    row: T.let[T.int32] = t // heads_qo
-                    h: T.let[T.int32] = t % heads_qo
-                    qi: T.let[T.int32] = q_indptr[b] + row
-                    kv_len: T.let[T.int32] = kv_indptr[b + 1] - kv_indptr[b]
-                    seen: T.let[T.int32] = _visible(causal, row, kv_len, q_indptr[b + 1] - q_indptr[b])
-                    state[0] = T.float32(-5e4)
-                    state[1] = T.float32(0)
-                    for d in T.vectorized(d_head):
-                        acc[d] = T.float32(0)
-                    for p in T.serial((seen + PAGE - 1) // PAGE):
-                        rows: T.let[T.int32] = T.min(PAGE, seen - p * PAGE)
-                        state[2] = state[0]
-                        for r in T.serial(rows):
-                            for lane in T.vectorized(LANES):
-                                lanes[lane] = T.float32(0)
-                            for c in T.serial(d_head // LANES):
-                                for lane in T.vectorized(LANES):
-                                    lanes[lane] += T.cast(q[qi, h, c * LANES + lane], "float32") * T.cast(
-                                        k[kv_indptr[b] + p * PAGE + r, h // group, c * LANES + lane], "float32"
-                                    )
-                            score[r] = T.float32(0)
-                            for lane in T.serial(LANES):
-                                score[r] += lanes[lane]
-                            score[r] *= sm_scale * log2e
-                            state[2] = T.max(state[2], score[r])
-                        scale: T.let[T.float32] = T.exp2(state[0] - state[2])
-                        state[1] *= scale
-                        for d in T.vectorized(d_head):
-                            acc[d] *= scale
-                        state[0] = state[2]
-                        for r in T.serial(rows):
-                            weight: T.let[T.float32] = T.exp2(score[r] - state[0])
-                            state[1] += weight
-                            for d in T.vectorized(d_head):
-                                acc[d] += weight * T.cast(v[kv_indptr[b] + p * PAGE + r, h // group, d], "float32")
-                    for d in T.vectorized(d_head):
-                        out[qi, h, d] = T.cast(acc[d] / T.max(state[1], T.float32(1e-30)), dtype)
-                    lse[qi, h] = state[0] + T.log2(T.max(state[1], T.float32(1e-30)))
+                kv_len: T.let[T.int32] = kv_indptr[b + 1] - kv_indptr[b]
+                seen: T.let[T.int32] = _visible(causal, t // heads_qo, kv_len, q_indptr[b + 1] - q_indptr[b])
+                attend(q, q_indptr[b] + t // heads_qo, t % heads_qo, t % heads_qo // group, k, v, None,
+                       kv_indptr[b], seen, out, lse, sm_scale, d_head)  # fmt: skip
 
     return batch_prefill_ragged_kv
 

@@ -419,7 +419,7 @@ class ArtifactKey:
     target: str
     quantization: str
     tvm_version: str
-    layout: int = 13  # bump when the graph or weight layout changes
+    layout: int = 14  # bump when the graph or weight layout changes
 
     @property
     def digest(self) -> str:
