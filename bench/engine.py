@@ -330,7 +330,7 @@ def tvm_block(path: Path, sha: str, engine: LlamaCppEngine, threads: int, repeat
     }  # fmt: skip
     if integer is not None:  # engine.tvm.int8_activations: against llama.cpp, and against the float build
         build = integer
-        llama_dec, int8_dec, int8_ratio = paired(
+        _, int8_dec, int8_ratio = paired(
             lambda: decode_tok_s(engine, messages, n, 1), lambda: tvm_decode(build=build), repeats
         )
         _, _, int8_vs_float = paired(tvm_decode, lambda: tvm_decode(build=build), repeats)

@@ -5,11 +5,13 @@ Each matmul input row is rounded to int8 per 32-block (llama.cpp's Q8_1: codes, 
 min * d * sum(codes8)`, with the integer dot done by `pmaddubsw` + `pmaddwd` (32 byte products
 per two instructions) and one float multiply-add per block. The float kernel spends a nibble
 decode and an FMA per weight instead. Measured on one FFN matrix of the default model
-(`python -m bench.kernels`): 1.65-1.98x faster than the float kernel; relative error 0.0046,
-the activation rounding, the same llama.cpp makes.
+(`python -m bench.kernels`, rounding included): 1.6x faster than the float kernel; relative
+error 0.0046, the activation rounding, the same llama.cpp makes.
 
 Every row goes through the same per-row arithmetic whatever the row count, so decode (one row)
-and prefill/verify (many) give bit-identical matmul results: speculation stays lossless.
+and prefill/verify (many) give bit-identical matmul results. The rounding still amplifies the
+1e-5 difference between TVM's one-token and several-token attention paths, so greedy
+speculation on such a build is not bit-exact (`engine.tvm.int8_activations` is off by default).
 """
 
 from __future__ import annotations

@@ -186,7 +186,6 @@ def build_module(
     from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode, TIRPagedKVCache
 
     target = resolve_target(kind, threads=threads)
-    funcs: dict[tuple[str, int, int, bool], Any] = {}
     s = shape
     # Kernels for one row (decode) or many (prefill, verify): chosen while each entry point is traced.
     tracing = {"one_row": False}
@@ -199,18 +198,25 @@ def build_module(
         finally:
             tracing["one_row"] = False
 
-    def kernel(make: Any, out_f: int, in_f: int, name: str) -> Any:
-        one = tracing["one_row"]
-        key = (name, out_f, in_f, one)
-        if key not in funcs:
-            func = make(out_f, in_f)
-            mod = schedule_gpu(func) if kind != "llvm" else schedule_cpu(func, many_rows=not one)
-            symbol = f"{name}_{out_f}x{in_f}_{'one' if one else 'rows'}"
+    funcs: dict[str, Any] = {}  # by symbol: each kernel is built once and shared by the entry points
+
+    def cached(symbol: str, make: Callable[[], Any], scheduled: bool) -> Any:
+        if symbol not in funcs:
             attrs: dict[str, Any] = {"global_symbol": symbol}
-            if kind != "llvm":  # the GPU pipeline's default schedules (dlight) and fusion leave it as it is
-                attrs |= {"tir.is_scheduled": True, "op_pattern": 8}  # kOpaque
-            funcs[key] = mod["main"].with_attrs(attrs)
-        return funcs[key]
+            if scheduled:  # the GPU pipeline's default schedules (dlight) and fusion leave it as it is
+                attrs |= {"tirx.is_scheduled": True, "op_pattern": 8}  # kOpaque
+            funcs[symbol] = make().with_attrs(attrs)
+        return funcs[symbol]
+
+    def kernel(make: Any, out_f: int, in_f: int, name: str) -> Any:
+        """A TE kernel with this device's schedule (`kernels.schedule_cpu` / `schedule_gpu`)."""
+        one = tracing["one_row"]
+
+        def scheduled() -> Any:
+            func = make(out_f, in_f)
+            return (schedule_gpu(func) if kind != "llvm" else schedule_cpu(func, many_rows=not one))["main"]
+
+        return cached(f"{name}_{out_f}x{in_f}_{'one' if one else 'rows'}", scheduled, kind != "llvm")
 
     if int8_activations and not (kind == "llvm" and int8.supported(target)):
         raise EngineError(
@@ -218,23 +224,16 @@ def build_module(
             f"{target.attrs.get('mcpu', '?')}): set engine.tvm.int8_activations = false"
         )
 
-    written: dict[str, Any] = {}
-
-    def hand_written(name: str, make: Callable[[], Any]) -> Any:
-        if name not in written:  # scheduled already; fusing it into a neighbour would lose that
-            written[name] = make().with_attrs({"global_symbol": name, "tir.is_scheduled": True, "op_pattern": 8})
-        return written[name]
-
     def q4_matmul(rows: Tensor, w: Q4Linear) -> Tensor:
         n, out_f, in_f = rows.shape[0], w.out_f, w.in_f
         if not (int8_activations and int8.fits(out_f, in_f)):
             return op.tensor_ir_op(matmul_func(out_f, in_f), "q4_matmul", [rows, w.codes, w.scales, w.mins],
                                    Tensor.placeholder((n, out_f), "float32"))  # fmt: skip
         nb = in_f // BLOCK
-        quantize = hand_written(f"q8_rows_{in_f}", lambda: int8.quantize_rows(in_f))
+        quantize = cached(f"q8_rows_{in_f}", lambda: int8.quantize_rows(in_f), scheduled=True)
         outs = [Tensor.placeholder((n, nb, BLOCK), "int8")] + [Tensor.placeholder((n, nb), "float32")] * 2
         xq, xd, xs = op.tensor_ir_op(quantize, "q8_rows", [rows], outs)
-        func = hand_written(f"q4_int8_{out_f}x{in_f}", lambda: int8.q4_1_matmul_avx2(out_f, in_f))
+        func = cached(f"q4_int8_{out_f}x{in_f}", lambda: int8.q4_1_matmul_avx2(out_f, in_f), scheduled=True)
         return op.tensor_ir_op(func, "q4_int8", [xq, xd, xs, w.codes, w.scales, w.mins],
                                Tensor.placeholder((n, out_f), "float32"))  # fmt: skip
 
@@ -419,7 +418,7 @@ class ArtifactKey:
     target: str
     quantization: str
     tvm_version: str
-    layout: int = 14  # bump when the graph or weight layout changes
+    layout: int = 15  # bump when the graph or weight layout changes
 
     @property
     def digest(self) -> str:
