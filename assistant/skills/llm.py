@@ -28,6 +28,7 @@ _UNSPEAKABLE = re.compile(r"[*#`_~|>]+")
 # The same 1-8 characters six or more times in a row at the end of the output.
 _REPEAT = re.compile(r"(.{1,8}?)\1{5,}$", re.DOTALL)
 _LIST_MARKER = re.compile(r"(\d{1,2}[.)]|[-*+•])")
+_LOOP_WORDS = 4  # a phrase this long said again within a sentence is a loop, not style
 
 
 def _speakable(ch: str) -> bool:
@@ -39,22 +40,33 @@ def _speakable(ch: str) -> bool:
 class SpokenStream:
     """Streaming cleanup for speech: no markdown, list markers or emoji; one line; a sentence limit; no loops.
 
-    Works on whole words, so at most one partial word is held back until the next piece.
+    Only whole sentences are released (the TTS speaks sentence by sentence anyway), so a reply that
+    degenerates or runs out of tokens mid-sentence never speaks the broken part: `finish(complete=False)`
+    drops it. A loop is a 4-word phrase said twice in one sentence or three times in the reply, or
+    the same few characters six times in a row.
     """
 
     def __init__(self, max_sentences: int):
         self.max_sentences = max_sentences
         self.text = ""
         self.degenerate = False
+        self.dropped = ""  # the unfinished or looping part that was not spoken
         self._raw = ""
         self._pending = ""
+        self._sentence: list[str] = []  # cleaned words of the sentence in progress
+        self._words: list[str] = []  # normalized words of the whole reply, for loop detection
+        self._sentence_start = 0  # index in _words where the sentence in progress starts
+        self._seen: dict[tuple[str, ...], list[int]] = {}  # 4-word phrase -> where it started
         self._line_start = True
         self._sentences = 0
 
     def feed(self, piece: str) -> str:
+        if self.done:
+            return ""
         self._raw = (self._raw + piece)[-96:]
         if _REPEAT.search(self._raw):
-            self.degenerate = True  # the small model is stuck repeating itself
+            self._degenerate()  # the small model is stuck repeating itself
+            return ""
         self._pending += piece
         cut = max(self._pending.rfind(c) for c in " \n\t")
         if cut < 0:
@@ -62,45 +74,70 @@ class SpokenStream:
         ready, self._pending = self._pending[: cut + 1], self._pending[cut + 1 :]
         return self._emit(ready)
 
-    def finish(self) -> str:
+    def finish(self, *, complete: bool = True) -> str:
+        """The rest of the reply; `complete=False` (cut by a token limit or a cancel) drops an unfinished sentence."""
         rest, self._pending = self._pending, ""
-        return self._emit(rest)
+        out = self._emit(rest)
+        if self._sentence and complete and not self.done:
+            out += self._release()
+        elif self._sentence:
+            self.dropped = " ".join(self._sentence)
+            self._sentence = []
+        return out
 
     @property
     def full(self) -> bool:
         return self.max_sentences > 0 and self._sentences >= self.max_sentences
 
+    @property
+    def done(self) -> bool:
+        return self.degenerate or self.full
+
+    def _degenerate(self) -> None:
+        self.degenerate = True
+        self.dropped = " ".join(self._sentence)
+        self._sentence = []
+
     def _emit(self, chunk: str) -> str:
         out = ""
         for token in re.split(r"(\s+)", chunk):
-            if not token:
-                continue
-            if self.full:
-                break  # anything after the last allowed sentence is never spoken
+            if not token or self.done:
+                continue  # anything after the last allowed sentence or a loop is never spoken
             if token.isspace():
-                if "\n" in token:
-                    self._line_start = True
-                if self.text or out:
-                    out += " "
+                self._line_start = self._line_start or "\n" in token
                 continue
             if self._line_start and _LIST_MARKER.fullmatch(token):
                 continue
             self._line_start = False
             word = "".join(ch for ch in _UNSPEAKABLE.sub("", token) if _speakable(ch))
-            out += word
+            if not word:
+                continue
+            self._sentence.append(word)
+            if self._loops(word):
+                self._degenerate()
+                break
             if word.rstrip("\"')”’").endswith((".", "!", "?")):
                 self._sentences += 1
-        out = re.sub(r" {2,}", " ", out)
-        if self.text.endswith(" ") or not self.text:
-            out = out.lstrip(" ")
-        if self.full:
-            out = out.rstrip(" ")
+                out += self._release()
+        return out
+
+    def _release(self) -> str:
+        out = (" " if self.text else "") + " ".join(self._sentence)
+        self._sentence = []
+        self._sentence_start = len(self._words)
         self.text += out
         return out
 
-    @property
-    def done(self) -> bool:
-        return self.degenerate or self.full
+    def _loops(self, word: str) -> bool:
+        """True when the 4-word phrase ending at this word is said twice in a sentence or thrice in the reply."""
+        self._words.append(re.sub(r"\W+", "", word.lower()))
+        if len(self._words) < _LOOP_WORDS:
+            return False
+        start = len(self._words) - _LOOP_WORDS
+        starts = self._seen.setdefault(tuple(self._words[start:]), [])
+        starts.append(start)
+        earlier = [s for s in starts[:-1] if s + _LOOP_WORDS <= start]  # not overlapping this one
+        return len(earlier) >= 2 or any(s >= self._sentence_start for s in earlier)
 
 
 def json_grammar(model: type[BaseModel]) -> str:
@@ -170,7 +207,10 @@ class SkillLLM:
                 self._emit(out)
             if spoken.done or self._cancel.is_set():
                 stop.set()
-        tail = spoken.finish()
+        # A natural end may lack a full stop ("Four"); a token limit or a cancel mid-sentence is unfinished.
+        tail = spoken.finish(complete=gen.stats.finish_reason in ("eos", "stop") and not self._cancel.is_set())
+        if spoken.dropped:
+            log.info("not spoken (%s): %r", "loop" if spoken.degenerate else "unfinished", spoken.dropped)
         if tail:
             self._emit(tail)
         self.stats.append(gen.stats)
