@@ -52,7 +52,16 @@ fi
 
 # --- llama-cpp-python, built once per (version, flags, CPU, python) ----------
 cmake_args="-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DGGML_LLAMAFILE=OFF"
-if [ "$(uname -m)" = "x86_64" ]; then
+# ASSISTANT_LLAMA_KERNELS=avx2 builds the kernels an AVX2-only x86-64 CPU (an AMD EPYC without
+# AVX-512, say) runs, on any newer CPU too: the second build the numerics-sensitive tests are run
+# against (README, Development). Default: native.
+kernels="${ASSISTANT_LLAMA_KERNELS:-native}"
+if [ "$(uname -m)" = "x86_64" ] && [ "$kernels" = "avx2" ]; then
+    cmake_args="$cmake_args -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+elif [ "$kernels" != "native" ]; then
+    echo "ASSISTANT_LLAMA_KERNELS=$kernels: expected native, or avx2 on x86-64" >&2
+    exit 2
+elif [ "$(uname -m)" = "x86_64" ]; then
     # -march=native plus explicit -mno-amx-*: GCC and clang let explicit ISA
     # switches win over -march, so every other native feature stays on.
     noamx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
