@@ -3,6 +3,7 @@ model compiled with TVM for this CPU. Each behaviour test runs on both."""
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -26,10 +27,26 @@ def chat(text: str) -> list[ChatMessage]:
     return [SYSTEM, ChatMessage(role="user", content=text)]
 
 
-def test_real_model_answers_a_factual_question(engine: LocalEngine) -> None:
-    gen = engine.generate(chat("What is the capital of France?"), max_tokens=24)
-    text = gen.result()
-    assert "Paris" in text
+# Everyday facts the 135M default knows, each with the word a right answer contains. One answer
+# may change with the CPU's kernels (a near-tie picks another word), so the engine is held to a
+# rate: a broken engine (wrong weights, RoPE, tokenizer or cache) gets next to none right.
+FACTS = [
+    ("What is the capital of France?", "paris"),
+    ("How many days are in a week?", "seven|7"),
+    ("What color is the sky on a clear day?", "blue"),
+    ("What is the opposite of hot?", "cold"),
+    ("What do bees make?", "honey"),
+    ("What is frozen water called?", "ice"),
+]
+
+
+def test_real_model_answers_everyday_facts(engine: LocalEngine) -> None:
+    right = []
+    for question, answer in FACTS:
+        gen = engine.generate(chat(question), max_tokens=24)
+        text = gen.result()
+        right.append(bool(re.search(rf"\b({answer})\b", text.lower())))
+    assert sum(right) >= len(FACTS) - 1, right
     assert gen.stats.finish_reason in ("eos", "length")
     assert gen.stats.completion_tokens == len(gen.tokens) > 0
     assert gen.stats.prompt_tokens > 10 and gen.stats.prefill_s > 0 and gen.stats.first_token_s > 0

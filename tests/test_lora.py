@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from assistant.config import load_config
@@ -38,16 +39,30 @@ def run(eng: LlamaCppEngine, adapter: str | None, messages: list[ChatMessage] = 
     return gen.tokens
 
 
+def first_logits(eng: LlamaCppEngine, adapter: str | None) -> np.ndarray:
+    eng.prefill(eng.prompt_tokens(QUESTION)[0], adapter=adapter)
+    return np.array(eng.logits())
+
+
+# How far a random adapter (lora_util's strength) moves the first answer token's logits, measured:
+# max |delta| 1.9-6.0 for seeds 1-3 on the native AVX-512 build, 2.7-4.9 on the AVX2 build. Which
+# token wins need not change: with the AVX2 kernels, seed 1 keeps the base's first token (504) and
+# all 16 greedy tokens of this answer, so the adapter's effect is asserted on the logits.
+ADAPTER_EFFECT = 0.5
+
+
 def test_adapter_changes_output_and_switching_back_restores_it_exactly(lora_engine: LlamaCppEngine) -> None:
-    base = run(lora_engine, None)
-    one = run(lora_engine, "one")
-    two = run(lora_engine, "two")
-    assert one != base and two != base and one != two
+    logits = {name: first_logits(lora_engine, name) for name in (None, "one", "two")}
+    for a, b in (("one", None), ("two", None), ("one", "two")):
+        assert float(np.abs(logits[a] - logits[b]).max()) > ADAPTER_EFFECT, (a, b)
+    base, one, two = run(lora_engine, None), run(lora_engine, "one"), run(lora_engine, "two")
+    assert np.array_equal(first_logits(lora_engine, None), logits[None])  # switching back restores exactly
     assert run(lora_engine, None) == base
     assert run(lora_engine, "one") == one
     # A cold cache gives the same tokens: KV state made under one adapter is never reused under another.
     lora_engine.reset()
     assert run(lora_engine, "two") == two
+    assert np.array_equal(first_logits(lora_engine, "two"), logits["two"])
 
 
 def test_switching_adapters_never_reloads_the_base(
@@ -147,3 +162,29 @@ def test_prefix_reuse_gives_the_same_tokens_as_a_cold_cache(engine: LlamaCppEngi
     warm.result()
     assert warm.stats.cached_tokens > 0
     assert warm.tokens == cold_b
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="llama.cpp 0.3.36 (CPU, unified KV, flash attention): a token whose KV cell lies before its "
+    "context's cells gets logits ~0.7 off a cold run; freed prefix-slot cells are such holes. Known defect, "
+    "see README (LLM engine); strict, so a fixed llama.cpp or engine shows up here.",
+)
+def test_a_token_decoded_into_a_freed_cell_before_its_context_gets_the_cold_logits(engine: LlamaCppEngine) -> None:
+    prompt = engine.prompt_tokens(QUESTION)[0]
+    filler = engine.tokenize("The history of the light bulb goes back many years to the first lamps. " * 3)[:40]
+    engine.reset()
+    engine.prefill(prompt)
+    cold = np.array(engine.logits())
+    engine.reset()
+    engine._decode(filler, 0)  # cells 0-39
+    engine._seq_copy(0, 1, 20)  # a prefix slot holds cells 0-19
+    engine.truncate(0)
+    engine._decode(prompt, 0)  # the prompt lands after them
+    engine._seq_clear(1)  # the slot is evicted: cells 0-19 are free
+    engine.truncate(len(prompt) - 1)
+    engine._decode(prompt[-1:], len(prompt) - 1)  # the last token lands in cell 0, before its context
+    try:
+        assert float(np.abs(np.array(engine.logits()) - cold).max()) < 1e-3
+    finally:
+        engine.reset()
