@@ -275,6 +275,30 @@ def test_llm_answer_is_spoken_while_it_is_generated(engine: object) -> None:
     assert len(speaker.audio()) / speaker.rate > 1.0
 
 
+def test_busy_recognizer_backoff_reaches_the_target_and_the_draft(engine: object, default_model_path: Path) -> None:
+    """With speculation on, a recognizer backlog lowers the threads of both models and an empty one
+    restores the configured counts (before, SpeculativeEngine had no set_threads and the loop's
+    getattr probe silently skipped the back-off)."""
+    from assistant.engine.llama_cpp import LlamaCppEngine
+    from assistant.engine.speculative import SpeculativeEngine
+
+    cfg = load_config()
+    t = cfg.engine.threads
+    assert (t.target, t.target_batch, t.contended) == (2, 2, 1)
+    draft = LlamaCppEngine(default_model_path, name="draft", context_size=256, threads=2, threads_batch=2)
+    spec = SpeculativeEngine(engine, draft, max_draft=4)  # type: ignore[arg-type]
+    loop = _loop(Assistant(cfg, spec))
+    try:
+        loop.backlog(5)
+        assert spec.target.threads == (1, 1) and draft.threads == (1, 1)
+        loop.backlog(0)
+        assert spec.target.threads == (2, 2) and draft.threads == (2, 2)
+    finally:
+        loop.close()
+        engine.set_threads(2, 2)  # type: ignore[attr-defined]
+        draft.close()
+
+
 def _noise(n: int, seed: int) -> np.ndarray:
     """A quiet room: a microphone never delivers digital zeros, and the recognizers' CMN assumes so."""
     return np.random.default_rng(seed).normal(0, 60, n).astype(np.int16)

@@ -89,6 +89,7 @@ class LocalEngine(ABC):
 
     vocab: Vocab
     context_size: int
+    threads: tuple[int, int]  # (decode, batch) as last set
     batch_size: int
     # Why a verify batch may not give bit-identical logits to one-token decodes (None: it should),
     # and whether the difference is large enough to change greedy output in practice.
@@ -112,6 +113,10 @@ class LocalEngine(ABC):
     @abstractmethod
     def logits(self, index: int = -1) -> np.ndarray:
         """Logits of the last evaluated batch (index -1: its last output row)."""
+
+    @abstractmethod
+    def set_threads(self, threads: int, threads_batch: int) -> None:
+        """Threads for decoding and for batches (prefill, verify), changed between requests."""
 
     @abstractmethod
     def truncate(self, n: int) -> None:

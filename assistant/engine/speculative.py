@@ -114,6 +114,7 @@ class SpeculativeEngine:
         self.stats = SpecStats()
         self.batch_invariant: bool | None = None  # measured by calibrate()
         self.by_adapter: dict[str | None, SpecStats] = {}
+        self._draft_threads = draft.threads  # as configured; set_threads lowers them, never raises
 
     # --- the Engine protocol, delegated to the target -------------------------
 
@@ -133,6 +134,17 @@ class SpeculativeEngine:
     @property
     def adapters(self) -> list[str]:
         return self.target.adapters
+
+    @property
+    def context_size(self) -> int:
+        return self.target.context_size
+
+    def set_threads(self, threads: int, threads_batch: int) -> None:
+        """Both models yield: the target takes the given counts, the draft at most its configured ones
+        and at most these (the draft runs beside the target on the same cores)."""
+        self.target.set_threads(threads, threads_batch)
+        draft, draft_batch = self._draft_threads
+        self.draft.set_threads(min(draft, threads), min(draft_batch, threads_batch))
 
     def reset(self) -> None:
         self.target.reset()

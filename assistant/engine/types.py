@@ -83,6 +83,20 @@ class Engine(Protocol):
     @property
     def model_name(self) -> str: ...
 
+    @property
+    def context_size(self) -> int:
+        """Tokens the context holds: prompts are trimmed to fit it."""
+        ...
+
+    @property
+    def adapters(self) -> list[str]:
+        """Names of the loaded LoRA adapters a request may pick."""
+        ...
+
+    def set_threads(self, threads: int, threads_batch: int) -> None:
+        """Change CPU threads between requests: the voice loop yields cores while the ASR catches up."""
+        ...
+
     def tokenize(self, text: str, *, special: bool = False) -> list[int]: ...
 
     def detokenize(self, tokens: Sequence[int]) -> str: ...

@@ -182,7 +182,7 @@ class SkillLLM:
         head = ChatMessage(role="system", content=system or self.system_prompt)
         user = ChatMessage(role="user", content=text)
         past = list(self.history) if history else []
-        budget = min(self.context_size, getattr(self.engine, "context_size", self.context_size)) - self.max_tokens
+        budget = min(self.context_size, self.engine.context_size) - self.max_tokens
         while True:
             messages = [head, *past, user]
             n = len(self.engine.tokenize(self.engine.apply_chat_template(messages), special=True))

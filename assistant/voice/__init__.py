@@ -187,15 +187,14 @@ class VoiceLoop:
     def backlog(self, frames: int) -> None:
         """The live capture reports how far behind we are: the LLM yields cores while the ASR catches up."""
         engine = self.assistant.engine
-        set_threads = getattr(engine, "set_threads", None)
-        if set_threads is None:
+        if engine is None:
             return
         t = self.cfg.engine.threads
         if frames > 3 and not self._contended:
-            set_threads(t.contended, t.contended)
+            engine.set_threads(t.contended, t.contended)
             self._contended = True
         elif frames == 0 and self._contended:
-            set_threads(t.target, t.target_batch)
+            engine.set_threads(t.target, t.target_batch)
             self._contended = False
 
     # --- states -------------------------------------------------------------------------------------
