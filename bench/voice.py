@@ -38,6 +38,7 @@ from assistant.config import AssistantConfig, load_config
 from assistant.pipeline import Assistant
 from assistant.voice import TurnTrace, VoiceLoop
 from assistant.voice.build import build_voice
+from assistant.voice.commands import voice_corpus
 from bench.report import emit
 from tests.voice_audio import COMMANDS, speech
 
@@ -163,7 +164,7 @@ def stage_costs(cfg: AssistantConfig, assistant: Assistant) -> dict[str, Any]:
     for name, free, grammar in (("asr", cfg.asr.free_pass, True), ("asr_command_only", False, True),
                                 ("asr_free_only", True, False)):  # fmt: skip
         c = cfg.model_copy(update={"asr": cfg.asr.model_copy(update={"free_pass": free, "grammar": grammar})})
-        rec = load_recognizer(c, assistant.router)
+        rec = load_recognizer(c, voice_corpus(c, assistant.router))
         t = time.process_time()
         for utterance in said:
             rec.start()

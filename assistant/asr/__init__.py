@@ -1,7 +1,8 @@
 """Speech recognition: a small `Recognizer` protocol with Vosk and PocketSphinx behind it, plus
 keyphrase spotting for the wake word and barge-in.
 
-`load_recognizer` builds the command grammar from the router's phrases once at start.
+`load_recognizer` takes the command sentences (the voice loop builds them from the router's
+phrases, `assistant.voice.commands`): a recognizer needs nothing of the router.
 """
 
 from __future__ import annotations
@@ -9,9 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from assistant.asr.base import AsrError, Recognition, Recognizer, Spot, Spotter, Transcript, Word
-from assistant.asr.grammar import accept, command_corpus
 from assistant.config.schema import AssistantConfig
-from assistant.router import Router
 
 __all__ = [
     "AsrError",
@@ -21,16 +20,13 @@ __all__ = [
     "Spotter",
     "Transcript",
     "Word",
-    "accept",
-    "command_corpus",
     "load_recognizer",
     "load_spotter",
 ]
 
 
-def load_recognizer(cfg: AssistantConfig, router: Router) -> Recognizer:
-    wake = cfg.wake_word.phrase.lower() if cfg.wake_word.enabled else None
-    corpus = command_corpus(router, wake=wake) if cfg.asr.grammar else []
+def load_recognizer(cfg: AssistantConfig, corpus: list[str]) -> Recognizer:
+    """The configured recognizer with `corpus` as its command grammar (empty: free recognition only)."""
     if cfg.asr.engine == "vosk":
         from assistant.asr.vosk import VoskRecognizer, model_dir
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -72,3 +73,20 @@ class Spotter(Protocol):
         ...
 
     def reset(self) -> None: ...
+
+
+def split_known(sentences: list[str], known: Callable[[str], bool]) -> tuple[list[str], set[str]]:
+    """Sentences whose words are all in the recognizer's vocabulary, and the unknown words.
+
+    Vosk silently drops unknown grammar words and PocketSphinx refuses them; both would make a
+    phrase unrecognizable without saying so, so we drop the phrase and report the word.
+    """
+    unknown: set[str] = set()
+    kept = []
+    for s in sentences:
+        missing = {w for w in s.split() if not known(w)}
+        if missing:
+            unknown |= missing
+        else:
+            kept.append(s)
+    return kept, unknown

@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from assistant.asr.base import AsrError, Recognition, Spot, Transcript, Word
-from assistant.asr.grammar import split_known
+from assistant.asr.base import AsrError, Recognition, Spot, Transcript, Word, split_known
 
 log = logging.getLogger("assistant.asr")
 _FRAME_S = 0.01  # pocketsphinx frames are 10 ms

@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from assistant.asr.base import AsrError, Recognition, Transcript, Word
-from assistant.asr.grammar import split_known
+from assistant.asr.base import AsrError, Recognition, Transcript, Word, split_known
 from assistant.audio.io import RATE
 
 log = logging.getLogger("assistant.asr")

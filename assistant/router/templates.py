@@ -10,30 +10,16 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import re
-import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from assistant.skills.slots import Slot, Text
+from assistant.text import normalize
 
 
 class TemplateError(ValueError):
     """A template that cannot be compiled; the message names the template and the problem."""
-
-
-def normalize(text: str) -> str:
-    """Lowercase words separated by single spaces; math operators kept as words of their own."""
-    t = unicodedata.normalize("NFKC", text).lower()
-    t = t.replace("\u2019", "'").replace("\u2018", "'").replace("\u00d7", "*").replace("\u00f7", "/")
-    t = re.sub(r"(?<=\d),(?=\d{3}\b)", "", t)  # 1,000
-    t = t.replace("%", " percent ")
-    t = re.sub(r"(?<=[a-z])-(?=[a-z])", " ", t)  # twenty-five
-    t = re.sub(r"([+*/^=()-])", r" \1 ", t)
-    t = re.sub(r"[^\w\s'.:+*/^=()-]", " ", t)
-    t = re.sub(r"(?<!\d)[.:]|[.:](?!\d)", " ", t)  # periods and colons outside numbers
-    t = re.sub(r"(?<!\w)'|'(?!\w)", " ", t)  # quote marks, not apostrophes
-    return " ".join(t.split())
 
 
 # --- parsing ------------------------------------------------------------------

@@ -14,6 +14,8 @@ from typing import Any
 
 from text_to_num import alpha2digit
 
+from assistant.text import normalize
+
 _UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
           "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]  # fmt: skip
 _TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
@@ -303,7 +305,7 @@ class Enum(Slot):
 
     def _set(self, values: EnumSource) -> None:
         pairs = values.items() if isinstance(values, Mapping) else ((v, v) for v in values)
-        self.values = {_norm_phrase(k): v for k, v in pairs if _norm_phrase(k)}
+        self.values = {normalize(k): v for k, v in pairs if normalize(k)}
         alternatives = sorted(self.values, key=len, reverse=True)
         self.pattern = (
             "(?:" + "|".join(re.escape(v).replace("'", "'?") for v in alternatives) + ")" if alternatives else "(?!)"
@@ -336,7 +338,7 @@ class Text(Slot):
     def __init__(self, *, validate: Callable[[str], Any] | None = None, examples: Sequence[str] = (), **kw: Any):
         super().__init__(**kw)
         self.validate = validate
-        self.examples = [_norm_phrase(e) for e in examples]
+        self.examples = [normalize(e) for e in examples]
 
     def samples(self) -> list[str]:
         """`examples` if given; without them such templates need free recognition."""
@@ -346,12 +348,6 @@ class Text(Slot):
         if self.validate is None:
             return text
         return self.validate(text)
-
-
-def _norm_phrase(text: str) -> str:
-    from assistant.router.templates import normalize
-
-    return normalize(text)
 
 
 SLOT_TYPES: dict[str, type[Slot]] = {

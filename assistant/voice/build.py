@@ -6,7 +6,8 @@ from assistant.asr import load_recognizer, load_spotter
 from assistant.audio import Endpointer, Speaker, load_vad
 from assistant.pipeline import Assistant
 from assistant.tts import load_tts
-from assistant.voice import VoiceLoop
+from assistant.voice.commands import voice_corpus
+from assistant.voice.loop import VoiceLoop
 
 
 def build_voice(assistant: Assistant, speaker: Speaker, *, wake_word: bool | None = None) -> VoiceLoop:
@@ -14,7 +15,7 @@ def build_voice(assistant: Assistant, speaker: Speaker, *, wake_word: bool | Non
     cfg = assistant.cfg
     if wake_word is not None and wake_word != cfg.wake_word.enabled:
         cfg = cfg.model_copy(update={"wake_word": cfg.wake_word.model_copy(update={"enabled": wake_word})})
-    recognizer = load_recognizer(cfg, assistant.router)
+    recognizer = load_recognizer(cfg, voice_corpus(cfg, assistant.router))
     spotter = load_spotter(cfg) if cfg.wake_word.enabled or cfg.wake_word.stop_phrases else None
     return VoiceLoop(
         assistant, recognizer, Endpointer(load_vad(cfg.vad), cfg.vad), load_tts(cfg.tts), speaker, spotter, cfg=cfg

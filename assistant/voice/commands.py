@@ -1,4 +1,5 @@
-"""The command grammar built from the skills' phrases, and the check that keeps wrong guesses out.
+"""The voice commands: the grammar corpus built from the skills' phrases, and the check that keeps
+wrong guesses out (both need the router; the recognizers only get a list of sentences).
 
 A grammar-constrained recognizer turns any speech into *some* command. A result is accepted only
 if its words are confident enough and the router matches it to a template deterministically;
@@ -8,9 +9,9 @@ otherwise the free-recognition transcript (if any) goes to the router and the LL
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 from assistant.asr.base import Transcript
+from assistant.config.schema import AssistantConfig
 from assistant.router import Router
 
 _CANCEL = ["cancel", "never mind", "stop", "forget it", "no thanks", "yes", "no"]
@@ -44,29 +45,18 @@ def command_corpus(
     return sentences
 
 
+def voice_corpus(cfg: AssistantConfig, router: Router) -> list[str]:
+    """The recognizer's command sentences as configured: none when `asr.grammar` is off."""
+    wake = cfg.wake_word.phrase.lower() if cfg.wake_word.enabled else None
+    return command_corpus(router, wake=wake) if cfg.asr.grammar else []
+
+
 def strip_wake(text: str, wake: str) -> str:
     """The command after the wake phrase (also when free recognition misheard its first word)."""
     words, wake_words = text.split(), wake.lower().split()
     if wake_words and wake_words[-1] in words[: len(wake_words) + 1]:
         return " ".join(words[words.index(wake_words[-1]) + 1 :])
     return text
-
-
-def split_known(sentences: list[str], known: Callable[[str], bool]) -> tuple[list[str], set[str]]:
-    """Sentences whose words are all in the recognizer's vocabulary, and the unknown words.
-
-    Vosk silently drops unknown grammar words and PocketSphinx refuses them; both would make a
-    phrase unrecognizable without saying so, so we drop the phrase and report the word.
-    """
-    unknown: set[str] = set()
-    kept = []
-    for s in sentences:
-        missing = {w for w in s.split() if not known(w)}
-        if missing:
-            unknown |= missing
-        else:
-            kept.append(s)
-    return kept, unknown
 
 
 def is_command(router: Router, text: str, *, expecting_answer: bool = False, complete: bool = False) -> bool:
