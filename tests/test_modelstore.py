@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from assistant.cli import app
-from assistant.modelstore import ModelCorrupt, ModelMissing, ModelNotFound, ModelStore, load_manifest
+from assistant.modelstore import ModelCorrupt, ModelError, ModelMissing, ModelNotFound, ModelStore, load_manifest
 from assistant.modelstore.manifest import PackageSource, PartsSource
 
 from .conftest import DEFAULT_MODEL, ROOT, make_distribution
@@ -241,3 +241,11 @@ def test_models_list_json_shows_status(tmp_path: Path) -> None:
     assert rows[DEFAULT_MODEL]["ready"] is True
     assert rows["deepseek-r1-distill-qwen-7b-q4_k_m"]["ready"] is False
     assert "incomplete" in rows["deepseek-r1-distill-qwen-7b-q4_k_m"]["status"]
+
+
+def test_a_store_without_a_quantizer_says_how_to_make_a_requantized_model(tmp_path: Path) -> None:
+    """The store sits below the engine: llama.cpp's quantizer is handed in (assistant.engine.model_store)."""
+    store = ModelStore(cache_dir=tmp_path)
+    requantized = next(m for m in store.manifests.values() if m.source.kind == "quantized")
+    with pytest.raises(ModelError, match="without a quantizer: use assistant.engine.model_store"):
+        store.prepare(requantized)

@@ -275,9 +275,9 @@ def test_compiled_artifact_is_reused_and_a_foreign_one_rebuilt(
 
 def _optional_qwen(name: str) -> Path:
     from assistant.config import load_config
-    from assistant.modelstore import ModelStore
+    from assistant.engine import model_store
 
-    store = ModelStore.from_config(load_config())
+    store = model_store(load_config())
     if store.missing_packages(store.get("qwen2.5-coder-0.5b-instruct-q4_k_m")):
         pytest.skip("optional Qwen2.5 packages not installed (scripts/test.sh installs them)")
     return store.prepare(store.get(name))  # the Q4_1 one is re-quantized from them (3 s), sha256 checked

@@ -25,7 +25,7 @@ from rich.progress import (
 from rich.table import Table
 
 from assistant.config import AssistantConfig, ConfigError, load_config
-from assistant.engine import EngineError
+from assistant.engine import EngineError, model_store
 from assistant.modelstore import ModelError, ModelManifest, ModelStore
 
 if TYPE_CHECKING:
@@ -375,7 +375,7 @@ def _adapter_skill(name: str, config: Path | None) -> tuple[AssistantConfig, Ada
         skill = AdapterProject(name)
     except EngineError as exc:
         raise _fail(str(exc), 2) from None
-    store = ModelStore.from_config(cfg)
+    store = model_store(cfg)
     try:
         manifest = store.get(skill.recipe.base_model)
         base = store.locate(manifest)
@@ -449,7 +449,7 @@ def adapters_eval(
 
 
 def _store(config: Path | None) -> ModelStore:
-    return ModelStore.from_config(_load(config))
+    return model_store(_load(config))
 
 
 @models_app.command("list")
@@ -564,7 +564,7 @@ def models_compile(
     if target not in ("llvm", "cuda", "vulkan", "opencl-mali"):
         raise _fail(f"unknown target '{target}': use llvm, cuda, vulkan or opencl-mali", 2)
     cfg = _load(config)
-    store = ModelStore.from_config(cfg)
+    store = model_store(cfg)
     try:
         manifest = store.get(name or cfg.engine.base_model)
         path = store.prepare(manifest)

@@ -1,115 +1,15 @@
-"""The on-device LLM: one shared base model behind a small protocol."""
+"""The on-device LLM: one shared base model behind a small protocol (`types.Engine`).
+
+- `types.py`: the protocol and its messages; `local.py`: the generation loop shared by in-process backends;
+- `llama_cpp/` and `tvm/`: the backends; `speculative.py` + `costmodel.py`: CPU-draft speculation;
+- `lora.py`: adapter files; `load.py`: builds the configured engine.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from assistant.config.schema import AssistantConfig
-from assistant.engine.local import LocalEngine
-from assistant.engine.types import (
-    ChatMessage,
-    Engine,
-    EngineError,
-    Generation,
-    GenerationStats,
-    Sampling,
-)
-from assistant.modelstore import ModelStore, Reporter
-
-
-def load_engine(cfg: AssistantConfig, store: ModelStore | None = None, reporter: Reporter | None = None) -> Engine:
-    """Verify the configured base model (hashing only if never verified) and load it once."""
-    store = store or ModelStore.from_config(cfg)
-    e = cfg.engine
-    manifest = store.get(e.base_model)
-    path = store.prepare(manifest, reporter)
-    engine = _load_base(cfg, path, manifest.sha256)
-    try:
-        # Every configured adapter is loaded now, so a request never waits for a load.
-        for name, adapter in cfg.adapters.items():
-            assert adapter.path is not None  # the config fills in shipped adapters
-            engine.load_adapter(name, adapter.path, adapter.scale)
-        if e.speculative.enabled and e.draft_model is not None:
-            return _with_draft(cfg, store, engine, reporter)
-    except EngineError:
-        engine.close()
-        raise
-    return engine
-
-
-def _load_base(cfg: AssistantConfig, path: Path, sha256: str | None) -> LocalEngine:
-    e = cfg.engine
-    if e.backend == "tvm":
-        try:
-            from assistant.engine.tvm.engine import TvmEngine
-        except ImportError as exc:
-            raise EngineError(
-                f"engine.backend = 'tvm' needs Apache TVM ({exc}): pip install 'assistant[tvm]', "
-                "or set engine.backend = 'llama_cpp'"
-            ) from None
-        return TvmEngine(
-            path,
-            model_sha256=sha256 or "",
-            cache_dir=cfg.models.resolved_cache_dir / "tvm",
-            name=e.base_model,
-            kind=e.tvm.target,
-            int8_activations=e.tvm.int8_activations,
-            context_size=e.context_size,
-            batch_size=e.batch_size,
-            threads=e.threads.target,
-            prefix_slots=e.prefix_slots,
-        )
-    from assistant.engine.llama_cpp import LlamaCppEngine
-
-    return LlamaCppEngine(
-        path,
-        name=e.base_model,
-        context_size=e.context_size,
-        batch_size=e.batch_size,
-        threads=e.threads.target,
-        threads_batch=e.threads.target_batch,
-        gpu_layers=e.gpu_layers,
-        prefix_slots=e.prefix_slots,
-        flash_attn=e.flash_attn,
-        base_sha256=sha256,
-    )
-
-
-def _with_draft(cfg: AssistantConfig, store: ModelStore, target: LocalEngine, reporter: Reporter | None) -> Engine:
-    from assistant.engine.llama_cpp import LlamaCppEngine
-    from assistant.engine.speculative import SpeculativeEngine
-
-    e = cfg.engine
-    assert e.draft_model is not None and isinstance(target, LocalEngine)
-    base, draft_manifest = store.get(e.base_model), store.get(e.draft_model)
-    if draft_manifest.vocab_family != base.vocab_family:
-        raise EngineError(
-            f"draft model '{draft_manifest.name}' uses the {draft_manifest.vocab_family} vocabulary but the base "
-            f"'{base.name}' uses {base.vocab_family}: choose a draft of the same family"
-        )
-    draft = LlamaCppEngine(
-        store.prepare(draft_manifest, reporter),
-        name=draft_manifest.name,
-        context_size=e.context_size,
-        batch_size=e.batch_size,
-        threads=e.threads.draft,  # the draft always runs on the CPU, on threads of its own
-        threads_batch=e.threads.draft,
-        gpu_layers=0,
-        prefix_slots=e.prefix_slots,
-        flash_attn=e.flash_attn,
-    )
-    try:
-        spec = SpeculativeEngine(
-            target,
-            draft,
-            max_draft=e.speculative.max_draft,
-            fixed_k=None if e.speculative.adaptive else e.speculative.max_draft,
-        )
-        spec.calibrate()  # now, so the first request does not pay for it
-    except EngineError:
-        draft.close()
-        raise
-    return spec
+from assistant.engine.load import load_engine, model_store
+from assistant.engine.types import ChatMessage, Engine, EngineError, Generation, GenerationStats, Sampling
 
 
 def sampling_from_config(cfg: AssistantConfig) -> Sampling:
@@ -125,5 +25,6 @@ __all__ = [
     "GenerationStats",
     "Sampling",
     "load_engine",
+    "model_store",
     "sampling_from_config",
 ]

@@ -8,6 +8,7 @@ from assistant.modelstore.store import (
     ModelNotFound,
     ModelStatus,
     ModelStore,
+    Quantizer,
     Reporter,
 )
 
@@ -20,6 +21,7 @@ __all__ = [
     "ModelNotFound",
     "ModelStatus",
     "ModelStore",
+    "Quantizer",
     "Reporter",
     "load_manifest",
 ]

@@ -53,6 +53,12 @@ class ModelCorrupt(ModelError):
     pass
 
 
+class Quantizer(Protocol):
+    """Re-quantizes a GGUF (llama.cpp's quantizer): given by the caller, so the store needs no engine."""
+
+    def __call__(self, source: Path, target: Path, ftype: str, *, embedding: str | None = None) -> None: ...
+
+
 class Reporter(Protocol):
     """Progress for long steps; the CLI shows bars, library callers pass nothing."""
 
@@ -105,8 +111,11 @@ def _package_file(package: str, version: str | None, rel: str, *, what: str) -> 
 class ModelStore:
     """All manifests the assistant knows, and the files behind them."""
 
-    def __init__(self, manifest_dirs: list[Path] | None = None, cache_dir: Path | None = None):
+    def __init__(
+        self, manifest_dirs: list[Path] | None = None, cache_dir: Path | None = None, quantizer: Quantizer | None = None
+    ):
         self.cache_dir = cache_dir or Path.home() / ".cache" / "assistant" / "models"
+        self.quantizer = quantizer  # needed only for models made by re-quantizing another
         self.manifests: dict[str, ModelManifest] = {}
         self.broken: list[str] = []
         dirs = list(manifest_dirs or []) + [bundled_dir("models")]
@@ -121,9 +130,9 @@ class ModelStore:
                 self.manifests.setdefault(manifest.name, manifest)
 
     @classmethod
-    def from_config(cls, cfg: object) -> ModelStore:
+    def from_config(cls, cfg: object, quantizer: Quantizer | None = None) -> ModelStore:
         models = cfg.models  # type: ignore[attr-defined]
-        return cls(list(models.manifest_dirs), models.resolved_cache_dir)
+        return cls(list(models.manifest_dirs), models.resolved_cache_dir, quantizer)
 
     def get(self, name: str) -> ModelManifest:
         try:
@@ -364,13 +373,16 @@ class ModelStore:
         target = self.locate(manifest)
         if target.exists() and self._stamp_valid(manifest, target):
             return target
+        if self.quantizer is None:
+            raise ModelError(
+                f"model '{manifest.name}' is made by quantizing '{src.base}', and this model store was created "
+                "without a quantizer: use assistant.engine.model_store(cfg) (or `assistant models prepare`)"
+            )
         base = self.prepare(self.get(src.base), reporter, install=install)
-        from assistant.engine.llama_cpp import quantize_model
-
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(".partial")
         with reporter.task(f"quantizing {manifest.name} to {src.ftype}", 1) as advance:
-            quantize_model(base, tmp, src.ftype, embedding=src.embedding)
+            self.quantizer(base, tmp, src.ftype, embedding=src.embedding)
             advance(1)
         try:
             self._check_file(tmp, manifest.size, manifest.sha256, f"model '{manifest.name}'", reporter)
