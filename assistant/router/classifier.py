@@ -17,9 +17,10 @@ from collections.abc import Sequence
 from rapidfuzz import fuzz, process
 
 from assistant.engine import ChatMessage, Engine, EngineError
-from assistant.router.templates import Template, normalize
+from assistant.router.templates import Template
 from assistant.skills.api import Intent
 from assistant.skills.slots import Text
+from assistant.text import normalize
 
 log = logging.getLogger("assistant.router")
 CHAT = "chat"
