@@ -21,8 +21,8 @@ from assistant.engine import ChatMessage, Engine, GenerationStats, load_engine, 
 from assistant.modelstore import ModelStore, Reporter
 from assistant.router import Route, Router, normalize, parse_answer
 from assistant.router.classifier import LlmClassifier
+from assistant.skillhost.llm import FALLBACK_REPLY, SpokenStream
 from assistant.skills.api import FollowUp, Handler, Reply, Skill
-from assistant.skills.llm import FALLBACK_REPLY, SpokenStream
 from assistant.skills.runtime import SkillRuntime
 
 log = logging.getLogger("assistant.pipeline")

@@ -18,8 +18,8 @@ from assistant.config import AssistantConfig, load_config
 from assistant.engine import ChatMessage
 from assistant.pipeline import Assistant, Session
 from assistant.router.evaluate import evaluate, load_phrases
+from assistant.skillhost.llm import SkillLLM
 from assistant.skills import Context, HomeCommand, Number, Reply, Skill
-from assistant.skills.llm import SkillLLM
 
 DATA = Path(__file__).resolve().parent / "data"
 ROOT = Path(__file__).resolve().parent.parent

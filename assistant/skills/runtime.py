@@ -27,9 +27,9 @@ from pydantic import ValidationError
 
 from assistant.config.schema import AssistantConfig
 from assistant.engine import ChatMessage, Engine, GenerationStats, Sampling
+from assistant.skillhost.llm import SkillLLM
 from assistant.skills.api import FollowUp, Handler, Intent, PermissionDenied, Reply, Skill, SkillError
 from assistant.skills.home import Home, HomeError
-from assistant.skills.llm import SkillLLM
 from assistant.skills.slots import Slot
 
 log = logging.getLogger("assistant.skills")
