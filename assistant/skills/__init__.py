@@ -13,7 +13,7 @@ from assistant.skills.api import (
     Skill,
     SkillError,
 )
-from assistant.skills.home import HomeCommand, HomeError
+from assistant.skills.capabilities import HomeCommand, HomeError
 from assistant.skills.slots import Date, Duration, Enum, Number, Slot, Text, Time
 
 __all__ = [

@@ -27,9 +27,10 @@ from pydantic import ValidationError
 
 from assistant.config.schema import AssistantConfig
 from assistant.engine import ChatMessage, Engine, GenerationStats, Sampling
+from assistant.skillhost.home import Home
 from assistant.skillhost.llm import SkillLLM
 from assistant.skills.api import FollowUp, Handler, Intent, PermissionDenied, Reply, Skill, SkillError
-from assistant.skills.home import Home, HomeError
+from assistant.skills.capabilities import HomeError
 from assistant.skills.slots import Slot
 
 log = logging.getLogger("assistant.skills")
