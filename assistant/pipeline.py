@@ -22,8 +22,8 @@ from assistant.modelstore import ModelStore, Reporter
 from assistant.router import Route, Router, normalize, parse_answer
 from assistant.router.classifier import LlmClassifier
 from assistant.skillhost.llm import FALLBACK_REPLY, SpokenStream
+from assistant.skillhost.runtime import SkillRuntime
 from assistant.skills.api import FollowUp, Handler, Reply, Skill
-from assistant.skills.runtime import SkillRuntime
 
 log = logging.getLogger("assistant.pipeline")
 NO_SKILL_REPLY = "Sorry, I can't help with that."
