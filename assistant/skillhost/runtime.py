@@ -14,7 +14,7 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from assistant.config.schema import AssistantConfig
 from assistant.engine import ChatMessage, Engine, GenerationStats, Sampling
@@ -28,6 +28,14 @@ from assistant.skills.api import Handler, Intent, PermissionDenied, Reply, Skill
 from assistant.skills.capabilities import HomeError
 
 log = logging.getLogger("assistant.skills")
+
+
+class RunResult(NamedTuple):
+    """What running a handler gave."""
+
+    reply: Reply
+    output: TurnOutput  # what the handler streamed during the turn
+    error: str | None  # timeout, error, permission or suspended when the skill failed
 
 
 class SkillRuntime:
@@ -128,14 +136,14 @@ class SkillRuntime:
         on_text: Callable[[str], None] | None = None,
         cancel: threading.Event | None = None,
         now: dt.datetime | None = None,
-    ) -> tuple[Reply, TurnOutput, str | None]:
-        """Run a handler within its budget. Returns (reply, streamed output, error kind or None)."""
+    ) -> RunResult:
+        """Run a handler within its budget."""
         loaded = self.skills[skill_name]
         output = TurnOutput(on_text)
         label = f"{skill_name}.{intent_name}"
         if loaded.suspended:
             log.error("skill '%s' is suspended: %d handlers are still hanging", skill_name, len(loaded.hung))
-            return Reply(text=f"The {skill_name} skill is not responding right now."), output, "suspended"
+            return RunResult(Reply(text=f"The {skill_name} skill is not responding right now."), output, "suspended")
         cancel = cancel or threading.Event()
         ctx = HandlerContext(
             self, loaded, intent_name, utterance, slots, history, output, cancel, now or dt.datetime.now()
@@ -163,26 +171,28 @@ class SkillRuntime:
             if not done.wait(0.2):
                 loaded.hung.append(thread)
                 log.error("handler %s exceeded its %.1f s budget and was abandoned", label, timeout)
-                return Reply(text=f"Sorry, the {skill_name} skill took too long."), output, "timeout"
+                return RunResult(Reply(text=f"Sorry, the {skill_name} skill took too long."), output, "timeout")
         error = box.get("error")
         if isinstance(error, PermissionDenied):
             log.error("handler %s was denied: %s", label, error)
-            return Reply(text=f"Sorry, the {skill_name} skill is not allowed to do that."), output, "permission"
+            return RunResult(
+                Reply(text=f"Sorry, the {skill_name} skill is not allowed to do that."), output, "permission"
+            )
         if isinstance(error, HomeError):
-            return Reply(text=str(error)), output, None
+            return RunResult(Reply(text=str(error)), output, None)
         if isinstance(error, (asyncio.TimeoutError, TimeoutError)):
             log.error("handler %s exceeded its %.1f s budget", label, timeout)
-            return Reply(text=f"Sorry, the {skill_name} skill took too long."), output, "timeout"
+            return RunResult(Reply(text=f"Sorry, the {skill_name} skill took too long."), output, "timeout")
         if error is not None:
             log.error("handler %s raised %s: %s", label, type(error).__name__, error, exc_info=error)
-            return Reply(text=f"Sorry, the {skill_name} skill ran into a problem."), output, "error"
+            return RunResult(Reply(text=f"Sorry, the {skill_name} skill ran into a problem."), output, "error")
         result = box.get("result")
         if isinstance(result, str):
-            return Reply(text=result), output, None
+            return RunResult(Reply(text=result), output, None)
         if isinstance(result, Reply):
-            return result, output, None
+            return RunResult(result, output, None)
         log.error("handler %s returned %s instead of a str or Reply", label, type(result).__name__)
-        return Reply(text=f"Sorry, the {skill_name} skill ran into a problem."), output, "error"
+        return RunResult(Reply(text=f"Sorry, the {skill_name} skill ran into a problem."), output, "error")
 
     def close(self) -> None:
         self.scheduler.close()
