@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, Field
 
@@ -21,9 +21,9 @@ from assistant.engine import ChatMessage, Engine, GenerationStats, load_engine, 
 from assistant.modelstore import ModelStore, Reporter
 from assistant.router import Route, Router, normalize, parse_answer
 from assistant.router.classifier import LlmClassifier
+from assistant.skillhost.llm import FALLBACK_REPLY, SpokenStream
+from assistant.skillhost.runtime import SkillRuntime
 from assistant.skills.api import FollowUp, Handler, Reply, Skill
-from assistant.skills.llm import FALLBACK_REPLY, SpokenStream
-from assistant.skills.runtime import SkillRuntime
 
 log = logging.getLogger("assistant.pipeline")
 NO_SKILL_REPLY = "Sorry, I can't help with that."
@@ -78,6 +78,15 @@ class TurnResult(BaseModel):
             if self.stats.cached_tokens:
                 parts.append(f"{self.stats.cached_tokens}/{self.stats.prompt_tokens} prompt tokens cached")
         return " | ".join(parts)
+
+
+class Handled(NamedTuple):
+    """What handling a routed turn gave, before timings and the session are added."""
+
+    reply: Reply
+    streamed: str = ""  # what was streamed to the listener during the turn
+    error: str | None = None  # as TurnResult.error
+    stats: GenerationStats | None = None  # the turn's last LLM generation
 
 
 class Assistant:
@@ -174,11 +183,12 @@ class Assistant:
         t0 = time.perf_counter()
         route, handler = self._route(text, session, now or dt.datetime.now())
         t_route = time.perf_counter()
-        reply, streamed, error, stats = self._handle(route, handler, text, session, on_text, cancel, now)
-        if not streamed and on_text is not None:
+        handled = self._handle(route, handler, text, session, on_text, cancel, now)
+        reply, stats = handled.reply, handled.stats
+        if not handled.streamed and on_text is not None:
             on_text(reply.text)
         t_end = time.perf_counter()
-        spoken = streamed or reply.text
+        spoken = handled.streamed or reply.text
         if reply.expect is not None and route.intent is not None:
             session.pending = Pending(route.intent, dict(route.slots), reply.expect)
         session.add(text, spoken)
@@ -189,7 +199,7 @@ class Assistant:
         timings["total"] = (t_end - t0) * 1000
         return TurnResult(
             text=spoken, route=route, timings_ms=timings, stats=stats, data=reply.data,
-            follow_up=session.pending is not None, error=error,
+            follow_up=session.pending is not None, error=handled.error,
         )  # fmt: skip
 
     def _handle(
@@ -201,15 +211,15 @@ class Assistant:
         on_text: Callable[[str], None] | None,
         cancel: threading.Event | None,
         now: dt.datetime | None,
-    ) -> tuple[Reply, str, str | None, GenerationStats | None]:
+    ) -> Handled:
         if route.intent is None:
-            return Reply(text="Okay." if route.stage == "follow_up" else NO_SKILL_REPLY), "", None, None
+            return Handled(Reply(text="Okay." if route.stage == "follow_up" else NO_SKILL_REPLY))
         skill, intent = route.intent.split(".", 1)
         if route.missing:
             slot = self.router.intents[route.intent].slots[route.missing[0]]
             question = slot.prompt or f"What {route.missing[0]}?"
-            return Reply(text=question, expect=FollowUp(question=question, slot=route.missing[0])), "", None, None
-        reply, output, error = self.runtime.run(
+            return Handled(Reply(text=question, expect=FollowUp(question=question, slot=route.missing[0])))
+        run = self.runtime.run(
             skill,
             intent,
             handler or self.router.intents[route.intent].handler,
@@ -220,12 +230,13 @@ class Assistant:
             cancel=cancel,
             now=now,
         )
+        reply, output = run.reply, run.output
         streamed = output.text
         if streamed and reply.text and reply.text.strip() not in streamed:
             extra = " " + reply.text.strip()
             output.emit(extra)  # a handler that streamed and then returned more text
             streamed = output.text
-        return reply, streamed, error, (output.stats[-1] if output.stats else None)
+        return Handled(reply, streamed, run.error, output.stats[-1] if output.stats else None)
 
     def close(self) -> None:
         self.runtime.close()

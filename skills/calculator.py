@@ -10,8 +10,7 @@ import re
 from functools import cache
 from typing import Any
 
-from assistant.skills import Context, Enum, Number, Skill, Text
-from assistant.skills.slots import to_digits
+from assistant.skills import Context, Enum, Number, Skill, Text, to_digits
 
 skill = Skill("calculator", description="Arithmetic and unit conversions.")
 

@@ -7,9 +7,9 @@ under a grammar; the command is validated against the configured devices before 
 
 from __future__ import annotations
 
-from assistant.config.schema import HomeDevice
-from assistant.engine import ChatMessage
-from assistant.skills import Context, Enum, HomeCommand, Number, Reply, Skill
+from collections.abc import Sequence
+
+from assistant.skills import ChatMessage, Context, Device, Enum, HomeCommand, Number, Reply, Skill
 
 SYSTEM_PROMPT = (
     "You control smart-home devices. Reply with one JSON command: device (one of the listed names), "
@@ -32,7 +32,7 @@ _WHERE = "[(in|on) the {room}]"
 SLOTS = {"device": _DEVICE, "room": _ROOM}
 
 
-def command_messages(devices: list[HomeDevice], utterance: str) -> list[ChatMessage]:
+def command_messages(devices: Sequence[Device], utterance: str) -> list[ChatMessage]:
     """The prompt for free phrasing; the adapter's training data (adapters/home) is built with it too."""
     listed = "; ".join(f"{d.name} ({d.kind}{', ' + d.room if d.room else ''})" for d in devices)
     return [
@@ -46,7 +46,7 @@ def _run(ctx: Context, action: str, value: float | None = None) -> Reply:
     return _done(ctx.home.execute(command), command)
 
 
-def _done(device: HomeDevice, command: HomeCommand) -> Reply:
+def _done(device: Device, command: HomeCommand) -> Reply:
     name = f"{device.room} {device.name}" if device.room and device.room not in device.name else device.name
     return Reply(text=_confirm(name, command), data={**command.model_dump(), "device": device.id})
 

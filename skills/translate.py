@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from assistant.engine import ChatMessage
-from assistant.skills import Context, Enum, Skill, Text
+from assistant.skills import ChatMessage, Context, Enum, Skill, Text
 
 LANGUAGES = ["french", "spanish", "german", "italian", "portuguese", "dutch", "korean", "japanese", "chinese",
              "english", "russian", "polish", "swedish", "turkish"]  # fmt: skip

@@ -8,7 +8,7 @@ from assistant.config import AssistantConfig
 from assistant.engine import ChatMessage
 from assistant.engine.llama_cpp import LlamaCppEngine
 from assistant.pipeline import FALLBACK_REPLY, Assistant, Session, SpokenStream
-from assistant.skills.llm import SkillLLM
+from assistant.skillhost.llm import SkillLLM
 
 
 def feed_all(stream: SpokenStream, pieces: list[str]) -> str:

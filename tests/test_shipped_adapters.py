@@ -16,7 +16,7 @@ from assistant.engine import ChatMessage, Sampling
 from assistant.engine.llama_cpp import LlamaCppEngine
 from assistant.engine.lora import read_adapter_manifest
 from assistant.pipeline import FALLBACK_REPLY, Assistant
-from assistant.skills.llm import SkillLLM
+from assistant.skillhost.llm import SkillLLM
 
 from .conftest import ROOT
 

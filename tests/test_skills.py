@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import os
@@ -18,8 +19,8 @@ from assistant.config import AssistantConfig, load_config
 from assistant.engine import ChatMessage
 from assistant.pipeline import Assistant, Session
 from assistant.router.evaluate import evaluate, load_phrases
+from assistant.skillhost.llm import SkillLLM
 from assistant.skills import Context, HomeCommand, Number, Reply, Skill
-from assistant.skills.llm import SkillLLM
 
 DATA = Path(__file__).resolve().parent / "data"
 ROOT = Path(__file__).resolve().parent.parent
@@ -196,6 +197,28 @@ def test_invalid_skill_settings_name_the_key() -> None:
     a = Assistant(cfg, None)
     assert "clock" not in a.runtime.skills
     assert any("skills.settings.clock.timezone" in p and "unknown time zone" in p for p in a.problems)
+
+
+PUBLIC_API = {"assistant.skills", "assistant.skills.api", "assistant.skills.capabilities", "assistant.skills.slots"}
+
+
+def test_built_in_skills_import_only_the_public_plugin_api() -> None:
+    """The built-in skills register as a third-party skill would, so they use only what one can import."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((ROOT / "skills").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module]
+            else:
+                continue
+            for module in modules:
+                if module.split(".")[0] == "assistant":
+                    found.setdefault(path.name, set()).add(module)
+    assert {"home.py", "calculator.py", "translate.py"} <= set(found)  # the walk sees the imports
+    internal = {name: sorted(m - PUBLIC_API) for name, m in found.items() if m - PUBLIC_API}
+    assert not internal, f"built-in skills import assistant internals: {internal}"
 
 
 @pytest.mark.slow

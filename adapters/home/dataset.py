@@ -13,8 +13,9 @@ from pathlib import Path
 
 from assistant.adapters.recipe import Example, utterance_key
 from assistant.config.schema import HomeConfig, HomeDevice
-from assistant.skills.home import Home, HomeCommand, HomeError
-from assistant.skills.llm import json_grammar
+from assistant.skillhost.home import Home
+from assistant.skillhost.llm import json_grammar
+from assistant.skills import HomeCommand, HomeError
 from skills.home import command_messages
 
 HERE = Path(__file__).resolve().parent

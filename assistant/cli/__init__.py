@@ -304,7 +304,7 @@ def config_check(files: Annotated[list[Path], typer.Argument(help="TOML files to
             bad += 1
             err.print(str(exc), markup=False)
             continue
-        from assistant.skills.runtime import settings_problems
+        from assistant.skillhost.runtime import settings_problems
 
         problems = check_references(cfg)
         errors = [p for p in problems if p.severity == "error"]

@@ -1,5 +1,6 @@
 """The public plugin API for skill developers (see the README's "Writing a skill")."""
 
+from assistant.engine.types import ChatMessage
 from assistant.skills.api import (
     PERMISSIONS,
     Context,
@@ -13,19 +14,23 @@ from assistant.skills.api import (
     Skill,
     SkillError,
 )
-from assistant.skills.home import HomeCommand, HomeError
-from assistant.skills.slots import Date, Duration, Enum, Number, Slot, Text, Time
+from assistant.skills.capabilities import LLM, Device, HomeCommand, HomeControl, HomeError
+from assistant.skills.slots import Date, Duration, Enum, Number, Slot, Text, Time, to_digits
 
 __all__ = [
+    "LLM",
     "PERMISSIONS",
+    "ChatMessage",
     "Context",
     "Date",
+    "Device",
     "Duration",
     "Enum",
     "FollowUp",
     "Generation",
     "Handler",
     "HomeCommand",
+    "HomeControl",
     "HomeError",
     "Intent",
     "Number",
@@ -37,4 +42,5 @@ __all__ = [
     "Slot",
     "Text",
     "Time",
+    "to_digits",
 ]

@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from assistant.skills.capabilities import LLM, HomeControl
 from assistant.skills.slots import Slot
 
 Permission = Literal["llm", "home.control", "timers", "network", "subprocess"]
@@ -78,10 +79,10 @@ class Context(Protocol):
     now: dt.datetime
 
     @property
-    def llm(self) -> Any: ...
+    def llm(self) -> LLM: ...
 
     @property
-    def home(self) -> Any: ...
+    def home(self) -> HomeControl: ...
 
     def schedule(self, delay_s: float, announcement: str, *, key: str | None = None) -> str: ...
 

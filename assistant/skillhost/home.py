@@ -1,7 +1,8 @@
 """Home control capability: device commands validated against the integrator's device list, sent to a sink.
 
-Skills reach it as `ctx.home` (permission `home.control`). The sink is pluggable: `jsonl`
-(default), `log`, or any `HomeSink` registered in the `assistant.home_sinks` entry-point group.
+Skills reach it as `ctx.home` (permission `home.control`), typed for them as `assistant.skills.HomeControl`.
+The sink is pluggable: `jsonl` (default), `log`, or any `HomeSink` registered in the
+`assistant.home_sinks` entry-point group.
 """
 
 from __future__ import annotations
@@ -12,15 +13,13 @@ import threading
 import time
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Literal, Protocol
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Protocol
 
 from assistant.config.schema import HomeConfig, HomeDevice, state_dir
+from assistant.skills.capabilities import HomeCommand, HomeError
 
 log = logging.getLogger("assistant.home")
 
-Action = Literal["turn_on", "turn_off", "toggle", "set_level", "set_temperature", "open", "close", "lock", "unlock"]
 ACTIONS_BY_KIND: dict[str, set[str]] = {
     "light": {"turn_on", "turn_off", "toggle", "set_level"},
     "switch": {"turn_on", "turn_off", "toggle"},
@@ -30,21 +29,6 @@ ACTIONS_BY_KIND: dict[str, set[str]] = {
     "lock": {"lock", "unlock"},
 }
 _VALUE_RANGE = {"set_level": (0.0, 100.0), "set_temperature": (5.0, 35.0)}
-
-
-class HomeCommand(BaseModel):
-    """One device command, as the LLM or a template produces it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    device: str = Field(min_length=1, description="Device id, name or alias.")
-    action: Action
-    value: float | None = Field(None, description="Percent for set_level, degrees Celsius for set_temperature.")
-    room: str | None = None
-
-
-class HomeError(Exception):
-    """A command that does not fit the configured devices; the message is fit to be spoken."""
 
 
 class HomeSink(Protocol):
