@@ -9,10 +9,18 @@ from typing import Annotated
 
 import typer
 
-from assistant.cli.common import err, load, out
+from assistant.cli.common import err, fail, load, out
 from assistant.config import ConfigError, load_config
 
 config_app = typer.Typer(help="Check and show the integrator configuration.", no_args_is_help=True)
+
+PACKAGE = Path(__file__).resolve().parent.parent  # the `assistant` package directory
+
+
+def source_checkout() -> Path | None:
+    """The repository root when this package is a source checkout (pyproject.toml beside it); None when installed."""
+    root = PACKAGE.parent
+    return root if (root / "pyproject.toml").is_file() else None
 
 
 @config_app.command("check")
@@ -75,14 +83,21 @@ def config_reference(
 ) -> None:
     """Print the configuration reference generated from the pydantic models."""
     from assistant.config.reference import render_default_toml, render_reference_markdown, splice_readme
-    from assistant.paths import bundled_dir
 
     reference = render_reference_markdown()
     if not write:
         sys.stdout.write(reference)
         return
-    default = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+    root = source_checkout()
+    if root is None:
+        raise fail(
+            f"--write regenerates the source files assistant/config/default.toml and the README section, but the "
+            f"package at {PACKAGE} is installed (no pyproject.toml beside it), so it would overwrite the installed "
+            "copy: run it from a source checkout (git clone, then pip install -e .)",
+            2,
+        )
+    default = root / "assistant" / "config" / "default.toml"
     default.write_text(render_default_toml())
-    readme = bundled_dir("models").parent / "README.md"
+    readme = root / "README.md"
     readme.write_text(splice_readme(readme.read_text(), reference))
     out.print(f"wrote {default} and {readme}")
