@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from assistant.cli.common import ConfigOpt, err, fail, load, out
+from assistant.cli.common import ConfigOpt, RichReporter, err, fail, load, out
 from assistant.config import AssistantConfig
 from assistant.engine import EngineError
 from assistant.modelstore import ModelError, ModelStore
@@ -73,6 +73,15 @@ def adapters_train(
         raise fail("the converted adapter does not reproduce the peft model's greedy output on most prompts")
 
 
+def _no_speculation(cfg: AssistantConfig) -> typer.Exit:
+    return fail(
+        f"adapters eval loads the adapter into the base model, but engine.draft_model = '{cfg.engine.draft_model}' "
+        "with engine.speculative.enabled makes a speculative engine, which cannot load one: set "
+        "engine.speculative.enabled = false (or unset engine.draft_model) for the evaluation",
+        2,
+    )
+
+
 @adapters_app.command("eval")
 def adapters_eval(
     skill: Annotated[str, typer.Argument(help="Skill name (adapters/SKILL/).")],
@@ -80,13 +89,22 @@ def adapters_eval(
 ) -> None:
     """Base model vs the skill's adapter on its held-out set; writes eval.json and the README table."""
     from assistant.adapters import evaluate, write_report
-    from assistant.engine.llama_cpp import LlamaCppEngine
+    from assistant.engine import load_engine
+    from assistant.engine.local import LocalEngine
 
-    cfg, sk, base, sha = _adapter_skill(skill, config)
-    threads = cfg.engine.threads
-    engine = LlamaCppEngine(base, name=sk.recipe.base_model, base_sha256=sha, threads=threads.target,
-                            threads_batch=threads.target_batch)  # fmt: skip
+    cfg, sk, _, _ = _adapter_skill(skill, config)
+    if cfg.engine.speculative.enabled and cfg.engine.draft_model is not None:
+        raise _no_speculation(cfg)  # before loading two models for nothing
+    # The configured engine (backend, threads, context, ...) on the base the recipe trains on, with no
+    # configured adapter: only the one under evaluation is loaded.
+    engine_cfg = cfg.engine.model_copy(update={"base_model": sk.recipe.base_model})
     try:
+        engine = load_engine(cfg.model_copy(update={"engine": engine_cfg, "adapters": {}}), reporter=RichReporter())
+    except (ModelError, EngineError) as exc:
+        raise fail(str(exc)) from None
+    try:
+        if not isinstance(engine, LocalEngine):  # a SpeculativeEngine: it has no load_adapter
+            raise _no_speculation(cfg)
         report = evaluate(sk, engine, sk.adapter_path)
     except EngineError as exc:
         raise fail(str(exc)) from None
