@@ -138,3 +138,13 @@ def test_config_check_fails_on_invalid_skill_settings(tmp_path: Path) -> None:
     result = run("config", "check", str(bad))
     assert result.returncode == 2
     assert "skills.settings.clock.timezone" in result.stderr and "unknown time zone" in result.stderr
+
+
+def test_adapters_eval_refuses_a_speculative_engine(tmp_path: Path) -> None:
+    """The evaluation loads the adapter into the engine the config builds; a speculative one cannot load it."""
+    cfg = tmp_path / "spec.toml"
+    cfg.write_text('[engine]\ndraft_model = "qwen2.5-coder-0.5b-instruct-q4_1"\n[engine.speculative]\nenabled = true\n')
+    result = run("adapters", "eval", "home", "-c", str(cfg))
+    assert result.returncode == 2
+    assert "makes a speculative engine, which cannot load one" in result.stderr
+    assert "set engine.speculative.enabled = false" in result.stderr

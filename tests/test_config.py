@@ -157,6 +157,20 @@ def test_readme_reference_is_generated_from_the_models() -> None:
     assert block.strip() == render_reference_markdown().strip(), "run `assistant config reference --write`"
 
 
+def test_reference_write_refuses_outside_a_source_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from assistant.cli import config as cli_config
+
+    assert cli_config.source_checkout() == ROOT
+    installed = tmp_path / "site-packages" / "assistant"  # as in a wheel: no pyproject.toml beside the package
+    (installed / "config").mkdir(parents=True)
+    monkeypatch.setattr(cli_config, "PACKAGE", installed)
+    result = runner.invoke(app, ["config", "reference", "--write"])
+    assert result.exit_code == 2
+    assert "no pyproject.toml beside it" in result.output and "run it from a source checkout" in result.output
+    assert str(installed) in result.output
+    assert not (installed / "config" / "default.toml").exists()
+
+
 def test_thread_oversubscription_is_a_warning_not_an_error(tmp_path: Path) -> None:
     from assistant.config.checks import check_references
 

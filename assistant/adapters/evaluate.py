@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from assistant.adapters.recipe import AdapterProject
 from assistant.engine import Sampling
-from assistant.engine.llama_cpp import LlamaCppEngine
+from assistant.engine.local import LocalEngine
 
 
 class CaseResult(BaseModel):
@@ -38,7 +38,7 @@ class EvalReport(BaseModel):
         )
 
 
-def evaluate(skill: AdapterProject, engine: LlamaCppEngine, adapter: Path) -> EvalReport:
+def evaluate(skill: AdapterProject, engine: LocalEngine, adapter: Path) -> EvalReport:
     """Greedy answers with the same prompt (and output grammar) the skill uses, with and without the adapter.
 
     A dataset that defines `predict(engine, example, adapter_name)` produces the output itself (the
