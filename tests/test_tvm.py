@@ -111,7 +111,8 @@ def test_int8_activations_on_a_cpu_without_avx2_are_refused(
     monkeypatch: pytest.MonkeyPatch, default_model_path: Path, tmp_path: Path
 ) -> None:
     from assistant.engine.tvm import int8
-    from assistant.engine.tvm.model import LlamaShape, compile_shape, open_gguf
+    from assistant.engine.tvm.model import compile_shape
+    from assistant.engine.tvm.weights import LlamaShape, open_gguf
 
     monkeypatch.setattr(int8, "supported", lambda target: False)
     shape = LlamaShape.from_gguf(open_gguf(default_model_path))
@@ -308,7 +309,7 @@ def test_qwen2_with_biases_and_an_untied_head_is_token_identical_to_llama_cpp(tm
     from assistant.engine import ChatMessage
     from assistant.engine.llama_cpp import LlamaCppEngine
     from assistant.engine.tvm.engine import TvmEngine
-    from assistant.engine.tvm.model import LlamaShape, open_gguf
+    from assistant.engine.tvm.weights import LlamaShape, open_gguf
 
     path = _optional_qwen("qwen2.5-coder-0.5b-instruct-q4_1")
     shape = LlamaShape.from_gguf(open_gguf(path))
