@@ -4,7 +4,7 @@
   and GPU schedules.
 - `target`: llvm for this CPU, cuda, vulkan, OpenCL for Mali cross-compiled for an aarch64 host.
 - `weights`: the GGUF read into the packed arrays the graph takes (base weights, a LoRA slot).
-- `model`: the Llama graph on TVM's paged KV cache with run-time LoRA slots.
+- `graph`: the Llama graph on TVM's paged KV cache with run-time LoRA slots (layers as modules).
 - `compile`: the graph compiled per target, and the artifact cache.
 - `runtime.TvmLlama`: sequences of the paged KV cache on the compiled model.
 - `engine.TvmEngine`: the `Engine` protocol on it (llama.cpp's tokenizer, vocab-only).

@@ -67,7 +67,7 @@ def compile_shape(
     stage = on_stage or (lambda _: None)
     import tvm
 
-    from assistant.engine.tvm.model import build_module
+    from assistant.engine.tvm.graph import build_module  # TVM at its top: like `import tvm`, when compiling only
 
     problem = missing_codegen(kind)
     if problem is not None:
