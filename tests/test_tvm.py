@@ -111,7 +111,8 @@ def test_int8_activations_on_a_cpu_without_avx2_are_refused(
     monkeypatch: pytest.MonkeyPatch, default_model_path: Path, tmp_path: Path
 ) -> None:
     from assistant.engine.tvm import int8
-    from assistant.engine.tvm.model import LlamaShape, compile_shape, open_gguf
+    from assistant.engine.tvm.compile import compile_shape
+    from assistant.engine.tvm.weights import LlamaShape, open_gguf
 
     monkeypatch.setattr(int8, "supported", lambda target: False)
     shape = LlamaShape.from_gguf(open_gguf(default_model_path))
@@ -262,7 +263,7 @@ def test_compiled_artifact_is_reused_and_a_foreign_one_rebuilt(
 ) -> None:
     import json
 
-    from assistant.engine.tvm.model import compile_model
+    from assistant.engine.tvm.compile import compile_model
 
     cache = tmp_path / "cache"
     library, names, first = compile_model(default_model_path, base_sha, "llvm", cache)
@@ -286,7 +287,7 @@ def _optional_qwen(name: str) -> Path:
 def test_a_model_of_another_architecture_or_format_is_refused_clearly(tmp_path: Path) -> None:
     from gguf import GGUFWriter
 
-    from assistant.engine.tvm.model import compile_model
+    from assistant.engine.tvm.compile import compile_model
 
     with pytest.raises(EngineError, match=r"tensor token_embd\.weight is Q5_0; the TVM backend compiles Q4_1 matrices"):
         compile_model(_optional_qwen("qwen2.5-coder-0.5b-instruct-q4_k_m"), "0" * 64, "llvm", tmp_path)
@@ -308,7 +309,7 @@ def test_qwen2_with_biases_and_an_untied_head_is_token_identical_to_llama_cpp(tm
     from assistant.engine import ChatMessage
     from assistant.engine.llama_cpp import LlamaCppEngine
     from assistant.engine.tvm.engine import TvmEngine
-    from assistant.engine.tvm.model import LlamaShape, open_gguf
+    from assistant.engine.tvm.weights import LlamaShape, open_gguf
 
     path = _optional_qwen("qwen2.5-coder-0.5b-instruct-q4_1")
     shape = LlamaShape.from_gguf(open_gguf(path))
@@ -375,8 +376,8 @@ def test_whole_model_builds_for_cuda_and_matches_the_cpu_build_on_a_gpu(
 ) -> None:
     """Builds wherever nvcc is (CI too); runs, and must give the CPU build's greedy tokens, only on a GPU."""
     from assistant.engine import ChatMessage
+    from assistant.engine.tvm.compile import compile_model
     from assistant.engine.tvm.engine import TvmEngine
-    from assistant.engine.tvm.model import compile_model
     from assistant.engine.tvm.target import missing_codegen
 
     if missing_codegen("cuda") is not None:

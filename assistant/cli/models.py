@@ -128,7 +128,7 @@ def models_compile(
 
     For llvm, engine.tvm.int8_activations from the config picks the variant, as the assistant will load it."""
     try:
-        from assistant.engine.tvm.model import COMPILE_STAGES, compile_model
+        from assistant.engine.tvm.compile import COMPILE_STAGES, compile_model
     except ImportError:
         raise fail("the TVM backend needs the tvm extra: pip install 'assistant[tvm]'") from None
     if target not in ("llvm", "cuda", "vulkan", "opencl-mali"):

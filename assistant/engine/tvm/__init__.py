@@ -3,7 +3,9 @@
 - `quant`, `kernels`: GGUF 4-bit weights kept packed and dequantized inside the matmul, with CPU
   and GPU schedules.
 - `target`: llvm for this CPU, cuda, vulkan, OpenCL for Mali cross-compiled for an aarch64 host.
-- `model`: the Llama graph on TVM's paged KV cache with run-time LoRA slots, and the artifact cache.
+- `weights`: the GGUF read into the packed arrays the graph takes (base weights, a LoRA slot).
+- `graph`: the Llama graph on TVM's paged KV cache with run-time LoRA slots (layers as modules).
+- `compile`: the graph compiled per target, and the artifact cache.
 - `runtime.TvmLlama`: sequences of the paged KV cache on the compiled model.
 - `engine.TvmEngine`: the `Engine` protocol on it (llama.cpp's tokenizer, vocab-only).
 - A CPU draft: `assistant.engine.speculative.SpeculativeEngine` with a `TvmEngine` target.

@@ -9,15 +9,9 @@ from typing import Any
 import numpy as np
 
 from assistant.engine.lora import check_base, read_adapter_manifest
-from assistant.engine.tvm.model import (
-    LORA_SLOTS,
-    LlamaShape,
-    compile_shape,
-    load_weights,
-    lora_slot_arrays,
-    open_gguf,
-)
+from assistant.engine.tvm.compile import compile_shape
 from assistant.engine.tvm.target import TargetKind, device, device_available
+from assistant.engine.tvm.weights import LORA_SLOTS, LlamaShape, load_weights, lora_slot_arrays, open_gguf
 from assistant.engine.types import EngineError
 
 PAGE = 16  # tokens per KV page
