@@ -311,7 +311,7 @@ def tvm_block(path: Path, sha: str, engine: LlamaCppEngine, threads: int, repeat
         return len(tokens) / (time.perf_counter() - t0)
 
     llama_dec, tvm_dec, dec_ratio = paired(lambda: decode_tok_s(engine, messages, n, 1), tvm_decode, repeats)
-    from assistant.adapters import AdapterProject
+    from assistant.training import AdapterProject
 
     model.load_adapter("home", AdapterProject("home").adapter_path)
     _, _, lora_ratio = paired(tvm_decode, lambda: tvm_decode("home"), repeats)

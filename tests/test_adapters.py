@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from assistant.adapters import AdapterProject, Recipe, convert_peft, evaluate, gguf_pairs, rope_permute
 from assistant.engine import EngineError
 from assistant.engine.llama_cpp import LlamaCppEngine
 from assistant.engine.lora import AdapterError, read_adapter_manifest
+from assistant.training import AdapterProject, Recipe, convert_peft, evaluate, gguf_pairs, rope_permute
 from tests.conftest import DEFAULT_MODEL
 
 torch = pytest.importorskip("torch", reason="the train extra (scripts/test.sh installs it)")
@@ -71,7 +71,7 @@ def _tiny_llama(vocab: int) -> Any:
 
 
 def test_training_lowers_the_loss_and_saves_safetensors_only(tokenizer: Any, tmp_path: Path, base_sha: str) -> None:
-    from assistant.adapters.train import train
+    from assistant.training.train import train
 
     skill = AdapterProject("home")
     recipe = Recipe(**{**skill.recipe.model_dump(), "epochs": 6, "batch_size": 4, "learning_rate": 5e-2})
@@ -121,7 +121,7 @@ def test_converted_adapter_computes_what_peft_computes_on_the_real_base(
     """A random (strong) LoRA on the dequantized real base in peft vs the GGUF LoRA in llama.cpp."""
     from peft import LoraConfig, get_peft_model
 
-    from assistant.adapters.train import load_base
+    from assistant.training.train import load_base
 
     model, tok = load_base(default_model_path, threads=2)
     torch.manual_seed(3)
@@ -137,7 +137,7 @@ def test_converted_adapter_computes_what_peft_computes_on_the_real_base(
     convert_peft(tmp_path / "peft", tmp_path / "a.gguf", name="a", base_model=DEFAULT_MODEL, base_sha256=base_sha,
                  **heads)  # fmt: skip
     # Negative control: the same adapter without the Q/K row permutation.
-    monkeypatch.setattr("assistant.adapters.convert.rope_permute", lambda rows, n_head: rows)
+    monkeypatch.setattr("assistant.training.convert.rope_permute", lambda rows, n_head: rows)
     convert_peft(tmp_path / "peft", tmp_path / "plain.gguf", name="plain", base_model=DEFAULT_MODEL,
                  base_sha256=base_sha, **heads)  # fmt: skip
     monkeypatch.undo()

@@ -123,6 +123,8 @@ def test_wheel_bundles_the_manifests_and_the_default_config(tmp_path: Path) -> N
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "assistant/config/default.toml" in names
     assert "assistant/_bundled/models/smollm2-135m-instruct-q4_1.toml" in names
+    # The built-in skills install under a name of ours, not a generic top-level `skills` package.
+    assert "assistant_skills/chat.py" in names and not any(n.startswith("skills/") for n in names)
 
 
 def test_route_explains_the_decision() -> None:

@@ -13,9 +13,9 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_lint_and_format() -> None:
-    lint = _run("ruff", "check", "assistant", "tests", "bench")
+    lint = _run("ruff", "check", "assistant", "assistant_skills", "tests", "bench")
     assert lint.returncode == 0, lint.stdout + lint.stderr
-    fmt = _run("ruff", "format", "--check", "assistant", "tests", "bench")
+    fmt = _run("ruff", "format", "--check", "assistant", "assistant_skills", "tests", "bench")
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
 
 

@@ -10,13 +10,13 @@ import tomllib
 
 import pytest
 
-from assistant.adapters import AdapterProject
 from assistant.config import AssistantConfig
 from assistant.engine import ChatMessage, Sampling
 from assistant.engine.llama_cpp import LlamaCppEngine
 from assistant.engine.lora import read_adapter_manifest
 from assistant.pipeline import FALLBACK_REPLY, Assistant
 from assistant.skillhost.llm import SkillLLM
+from assistant.training import AdapterProject
 
 from .conftest import ROOT
 

@@ -205,7 +205,7 @@ PUBLIC_API = {"assistant.skills", "assistant.skills.api", "assistant.skills.capa
 def test_built_in_skills_import_only_the_public_plugin_api() -> None:
     """The built-in skills register as a third-party skill would, so they use only what one can import."""
     found: dict[str, set[str]] = {}
-    for path in sorted((ROOT / "skills").glob("*.py")):
+    for path in sorted((ROOT / "assistant_skills").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
             if isinstance(node, ast.Import):
                 modules = [alias.name for alias in node.names]

@@ -215,7 +215,7 @@ def test_compiled_logits_follow_llama_cpp_over_a_long_prompt(compiled: object, e
 @pytest.mark.slow
 def test_adapters_are_run_time_inputs_of_the_compiled_graph(compiled: object, engine: object) -> None:
     """Two adapters resident, switched per request by slot: the same tokens as llama.cpp's runtime LoRA."""
-    from assistant.adapters import AdapterProject
+    from assistant.training import AdapterProject
 
     home, chat = AdapterProject("home"), AdapterProject("chat")
     for project in (home, chat):
@@ -452,7 +452,7 @@ def test_config_selects_the_compiled_backend_with_adapters_and_a_cpu_draft(
 def test_engine_adapters_switch_per_request_and_match_llama_cpp(tvm_engine: object, engine: object) -> None:
     """Through the Engine protocol: same tokens as llama.cpp's runtime LoRA; replacing an adapter
     drops KV state computed under the old one."""
-    from assistant.adapters import AdapterProject
+    from assistant.training import AdapterProject
 
     home = AdapterProject("home")
     for eng in (tvm_engine, engine):

@@ -21,7 +21,7 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from assistant.adapters.recipe import Example, utterance_key
+from assistant.training.recipe import Example, utterance_key
 from assistant.config.schema import EngineConfig
 from assistant.engine import ChatMessage
 

@@ -11,12 +11,12 @@ import random
 import tomllib
 from pathlib import Path
 
-from assistant.adapters.recipe import Example, utterance_key
+from assistant.training.recipe import Example, utterance_key
 from assistant.config.schema import HomeConfig, HomeDevice
 from assistant.skillhost.home import Home
 from assistant.skillhost.llm import json_grammar
 from assistant.skills import HomeCommand, HomeError
-from skills.home import command_messages
+from assistant_skills.home import command_messages
 
 HERE = Path(__file__).resolve().parent
 HOME = HomeConfig.model_validate(tomllib.loads((HERE / "devices.toml").read_text())["home"])

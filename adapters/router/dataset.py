@@ -21,7 +21,7 @@ import tomllib
 from functools import cache
 from pathlib import Path
 
-from assistant.adapters.recipe import Example, utterance_key
+from assistant.training.recipe import Example, utterance_key
 from assistant.config.schema import AssistantConfig
 from assistant.engine import ChatMessage, Engine
 from assistant.router import Router

@@ -14,13 +14,13 @@ from assistant.engine import EngineError, model_store
 from assistant.modelstore import ModelError
 
 if TYPE_CHECKING:
-    from assistant.adapters import AdapterProject
+    from assistant.training import AdapterProject
 
 adapters_app = typer.Typer(help="Train, convert and evaluate per-skill LoRA adapters.", no_args_is_help=True)
 
 
 def _adapter_skill(name: str, config: Path | None) -> tuple[AssistantConfig, AdapterProject, Path, str]:
-    from assistant.adapters import AdapterProject
+    from assistant.training import AdapterProject
 
     cfg = load(config)
     try:
@@ -45,7 +45,7 @@ def adapters_train(
     examples: Annotated[int | None, typer.Option(help="Train on this many examples (default: the recipe's).")] = None,
 ) -> None:
     """Train the skill's LoRA with peft, convert it to GGUF with a manifest, and check the runtime matches."""
-    from assistant.adapters import train_skill
+    from assistant.training import train_skill
 
     cfg, sk, base, sha = _adapter_skill(skill, config)
     data = sk.train_examples(examples)
@@ -88,9 +88,9 @@ def adapters_eval(
     config: ConfigOpt = None,
 ) -> None:
     """Base model vs the skill's adapter on its held-out set; writes eval.json and the README table."""
-    from assistant.adapters import evaluate, write_report
     from assistant.engine import load_engine
     from assistant.engine.local import LocalEngine
+    from assistant.training import evaluate, write_report
 
     cfg, sk, _, _ = _adapter_skill(skill, config)
     if cfg.engine.speculative.enabled and cfg.engine.draft_model is not None:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from assistant.adapters.recipe import AdapterProject
 from assistant.engine import Sampling
 from assistant.engine.local import LocalEngine
+from assistant.training.recipe import AdapterProject
 
 
 class CaseResult(BaseModel):

@@ -17,8 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from assistant.adapters.recipe import Example, Recipe
 from assistant.engine.lora import AdapterError
+from assistant.training.recipe import Example, Recipe
 
 
 class TrainResult(BaseModel):

@@ -1,8 +1,5 @@
-"""The adapter toolchain: a skill's examples → peft LoRA → GGUF LoRA the engine hot-swaps → eval.
-
-assistant adapters train home     # recipe and data in adapters/home/; needs the train extra
-assistant adapters eval home      # base vs adapter on the held-out set, on the runtime engine
-"""
+"""Training one skill's adapter end to end: peft LoRA, GGUF conversion, and a parity check that the
+runtime computes what peft trained."""
 
 from __future__ import annotations
 
@@ -12,26 +9,10 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from assistant.adapters.convert import convert_peft, gguf_pairs, rope_permute
-from assistant.adapters.evaluate import EvalReport, evaluate, write_report
-from assistant.adapters.recipe import ADAPTERS_DIR, AdapterProject, Example, Recipe
-from assistant.adapters.train import TrainResult
 from assistant.engine.lora import AdapterManifest
-
-__all__ = [
-    "ADAPTERS_DIR",
-    "EvalReport",
-    "Example",
-    "Recipe",
-    "AdapterProject",
-    "TrainReport",
-    "convert_peft",
-    "evaluate",
-    "gguf_pairs",
-    "rope_permute",
-    "train_skill",
-    "write_report",
-]
+from assistant.training.convert import convert_peft
+from assistant.training.recipe import AdapterProject, Example
+from assistant.training.train import TrainResult
 
 
 class TrainReport(BaseModel):
@@ -57,8 +38,8 @@ def train_skill(
     parity_prompts: int = 3,
 ) -> TrainReport:
     """Train, save the peft adapter (safetensors), convert it to GGUF + manifest, check parity."""
-    from assistant.adapters.train import greedy, load_base, train
     from assistant.engine.llama_cpp import LlamaCppEngine
+    from assistant.training.train import greedy, load_base, train
 
     model, tok = load_base(base_gguf, threads)
     n_head, n_head_kv = model.config.num_attention_heads, model.config.num_key_value_heads
