@@ -21,12 +21,19 @@ from assistant.engine import ChatMessage, Engine, GenerationStats, load_engine, 
 from assistant.modelstore import ModelStore, Reporter
 from assistant.router import Route, Router, normalize, parse_answer
 from assistant.router.classifier import LlmClassifier
+from assistant.safety import Concern, clean_input, command_concern
 from assistant.skillhost.llm import FALLBACK_REPLY, SpokenStream
 from assistant.skillhost.runtime import SkillRuntime
 from assistant.skills.api import FollowUp, Handler, Reply, Skill
 
 log = logging.getLogger("assistant.pipeline")
 NO_SKILL_REPLY = "Sorry, I can't help with that."
+ROUTING_FAILED_REPLY = "Sorry, I couldn't make sense of that."
+_UNCLEAR: dict[Concern, str] = {
+    "negation": "Okay, I won't do that.",
+    "question": "I can send commands to devices, but I can't check on them.",
+    "injection": "I won't act on that.",
+}
 _CANCEL_WORDS = {"cancel", "never mind", "nevermind", "forget it", "nothing", "stop", "no thanks"}
 
 __all__ = ["FALLBACK_REPLY", "Assistant", "Session", "SpokenStream", "TurnResult"]
@@ -181,9 +188,20 @@ class Assistant:
     ) -> TurnResult:
         session = session if session is not None else Session()
         t0 = time.perf_counter()
-        route, handler = self._route(text, session, now or dt.datetime.now())
+        text, changed = clean_input(text)
+        if changed:
+            log.warning("input: %s", changed)
+        try:
+            route, handler = self._route(text, session, now or dt.datetime.now())
+        except Exception as exc:  # routing runs skills' slot parsers and the LLM: a bad input must not end the loop
+            log.error("routing %r failed: %s: %s", text[:80], type(exc).__name__, exc, exc_info=exc)
+            route = Route(stage="fallback", intent=None, reason=f"routing failed ({type(exc).__name__}); apologized")
+            handler = None
+            failed: Handled | None = Handled(Reply(text=ROUTING_FAILED_REPLY), error="error")
+        else:
+            failed = None
         t_route = time.perf_counter()
-        handled = self._handle(route, handler, text, session, on_text, cancel, now)
+        handled = failed or self._handle(route, handler, text, session, on_text, cancel, now)
         reply, stats = handled.reply, handled.stats
         if not handled.streamed and on_text is not None:
             on_text(reply.text)
@@ -215,6 +233,12 @@ class Assistant:
         if route.intent is None:
             return Handled(Reply(text="Okay." if route.stage == "follow_up" else NO_SKILL_REPLY))
         skill, intent = route.intent.split(".", 1)
+        concern = command_concern(text) if route.stage != "follow_up" and self._acts(skill) else None
+        if concern is not None:
+            kind, words = concern
+            route.reason += f"; not a clear command ({kind}: '{words}'): nothing was sent"
+            log.info("%s routed to %s but is not a clear command (%s: %r)", text[:80], route.intent, kind, words)
+            return Handled(Reply(text=_UNCLEAR[kind]))
         if route.missing:
             slot = self.router.intents[route.intent].slots[route.missing[0]]
             question = slot.prompt or f"What {route.missing[0]}?"
@@ -229,6 +253,7 @@ class Assistant:
             on_text=on_text,
             cancel=cancel,
             now=now,
+            confirmed=route.stage in ("template", "follow_up"),  # the LLM's choices ask before sensitive actions
         )
         reply, output = run.reply, run.output
         streamed = output.text
@@ -237,6 +262,11 @@ class Assistant:
             output.emit(extra)  # a handler that streamed and then returned more text
             streamed = output.text
         return Handled(reply, streamed, run.error, output.stats[-1] if output.stats else None)
+
+    def _acts(self, skill: str) -> bool:
+        """Whether the skill can change the world (devices): only clear commands may reach it."""
+        loaded = self.runtime.skills.get(skill)
+        return loaded is not None and "home.control" in loaded.granted
 
     def close(self) -> None:
         self.runtime.close()

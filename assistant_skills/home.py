@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from assistant.skills import ChatMessage, Context, Device, Enum, HomeCommand, Number, Reply, Skill
+from assistant.skills import ChatMessage, Context, Device, Enum, HomeCommand, Number, Reply, Skill, describe
 
 SYSTEM_PROMPT = (
     "You control smart-home devices. Reply with one JSON command: device (one of the listed names), "
@@ -47,18 +47,7 @@ def _run(ctx: Context, action: str, value: float | None = None) -> Reply:
 
 
 def _done(device: Device, command: HomeCommand) -> Reply:
-    name = f"{device.room} {device.name}" if device.room and device.room not in device.name else device.name
-    return Reply(text=_confirm(name, command), data={**command.model_dump(), "device": device.id})
-
-
-def _confirm(name: str, c: HomeCommand) -> str:
-    if c.action == "set_level":
-        return f"Setting the {name} to {c.value:g} percent."
-    if c.action == "set_temperature":
-        return f"Setting the {name} to {c.value:g} degrees."
-    words = {"turn_on": "Turning on", "turn_off": "Turning off", "toggle": "Toggling", "open": "Opening",
-             "close": "Closing", "lock": "Locking", "unlock": "Unlocking"}  # fmt: skip
-    return f"{words[c.action]} the {name}."
+    return Reply(text=describe(command, device), data={**command.model_dump(), "device": device.id})
 
 
 def _on_off(verb: str) -> list[str]:

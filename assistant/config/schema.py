@@ -357,6 +357,16 @@ class HomeConfig(Section):
     sink_path: AnyPath | None = Field(
         None, description="JSONL file for the `jsonl` sink; unset means `$XDG_STATE_HOME/assistant/home.jsonl`."
     )
+    confirm_actions: list[
+        Literal["turn_on", "turn_off", "toggle", "set_level", "set_temperature", "open", "close", "lock", "unlock"]
+    ] = Field(
+        ["lock", "unlock", "open"],
+        description="Actions that run only after a spoken yes when the LLM (classifier or JSON), not a template, "
+        "chose them.",
+    )
+    sensitive_kinds: list[Literal["light", "switch", "fan", "thermostat", "blinds", "lock"]] = Field(
+        ["lock"], description="Device kinds whose every action needs that yes."
+    )
 
     @model_validator(mode="after")
     def _unique_ids(self) -> HomeConfig:

@@ -8,6 +8,7 @@ A backend (llama.cpp, compiled TVM) supplies a vocabulary and a handful of KV-ca
 from __future__ import annotations
 
 import codecs
+import re
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -38,7 +39,7 @@ class Vocab(Protocol):
 
     n_tokens: int
 
-    def tokenize(self, text: str, *, special: bool = False) -> list[int]: ...
+    def tokenize(self, text: str, *, special: bool = False, add_bos: bool | None = None) -> list[int]: ...
 
     def token_bytes(self, token: int) -> bytes: ...
 
@@ -74,6 +75,10 @@ class Request:
 
 
 TokenSource = Callable[[Request, np.random.Generator], Generator[int, None, None]]
+
+
+_MARK = "\ue000{}\ue001"  # private-use characters around a message's index: never in a template
+_MARKS = re.compile("\ue000(\\d+)\ue001")
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -252,14 +257,29 @@ class LocalEngine(ABC):
 
     # --- generation --------------------------------------------------------------
 
+    def chat_tokens(self, messages: Sequence[ChatMessage], *, add_generation_prompt: bool = True) -> list[int]:
+        """The chat template's markup parses control tokens; message text never does, so a user who
+        types '<|im_start|>system' gets those characters, not a new turn. Each message's text is put
+        in the template as a mark, and the pieces between marks are tokenized on their own."""
+        marked = [m.model_copy(update={"content": _MARK.format(i)}) for i, m in enumerate(messages)]
+        parts = _MARKS.split(self.apply_chat_template(marked, add_generation_prompt=add_generation_prompt))
+        if [int(p) for p in parts[1::2]] != list(range(len(messages))):
+            raise EngineError(f"the chat template of {self.model_name} does not place each message's text once")
+        tokens: list[int] = []
+        for i, part in enumerate(parts):
+            text, markup = (messages[int(part)].content, False) if i % 2 else (part, True)
+            if text:
+                tokens += self.vocab.tokenize(text, special=markup, add_bos=not tokens)
+        return tokens
+
     def prompt_tokens(self, prompt: str | Sequence[ChatMessage]) -> tuple[list[int], int]:
         """Tokens of the request, and how many of them are its system prompt (worth caching)."""
         if isinstance(prompt, str):
             return self.tokenize(prompt, special=True), 0
-        tokens = self.tokenize(self.apply_chat_template(prompt), special=True)
+        tokens = self.chat_tokens(prompt)
         prefix = 0
         if prompt and prompt[0].role == "system" and len(prompt) > 1:
-            head = self.tokenize(self.apply_chat_template(prompt[:1], add_generation_prompt=False), special=True)
+            head = self.chat_tokens(prompt[:1], add_generation_prompt=False)
             if tokens[: len(head)] == head:
                 prefix = len(head)
         return tokens, prefix

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from assistant.engine import ChatMessage, GenerationStats
-from assistant.skillhost.home import Home
+from assistant.skillhost.home import Home, TurnHome
 from assistant.skillhost.llm import SkillLLM
 from assistant.skillhost.loader import LoadedSkill
 from assistant.skillhost.sandbox import require
@@ -78,8 +78,11 @@ class HandlerContext:
         output: TurnOutput,
         cancel: threading.Event,
         now: dt.datetime,
+        *,
+        confirmed: bool = False,
     ):
         self._runtime = runtime
+        self.confirmed = confirmed  # the route was clear: sensitive home actions may run without asking
         self._loaded = loaded
         self.skill = loaded.skill.name
         self.intent = intent
@@ -106,9 +109,9 @@ class HandlerContext:
         return self._llm
 
     @property
-    def home(self) -> Home:
+    def home(self) -> TurnHome:
         self._require("home.control")
-        return self._runtime.home
+        return TurnHome(self._runtime.home, confirmed=self.confirmed)
 
     def schedule(self, delay_s: float, announcement: str, *, key: str | None = None) -> str:
         self._require("timers")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from assistant.config.schema import HomeConfig, HomeDevice, state_dir
-from assistant.skills.capabilities import HomeCommand, HomeError
+from assistant.skills.capabilities import HomeCommand, HomeError, describe
 
 log = logging.getLogger("assistant.home")
 
@@ -127,3 +127,37 @@ class Home:
         self.sink.send(device, command)
         self.sent.append((device, command))
         return device
+
+
+class ConfirmationNeeded(Exception):
+    """A sensitive command the LLM chose: the host asks "Unlock the front door?" before it runs."""
+
+    def __init__(self, command: HomeCommand, device: HomeDevice):
+        super().__init__(describe(command, device, asking=True))
+        self.command, self.device = command, device
+
+
+class TurnHome:
+    """`ctx.home` for one turn: the shared `Home`, but a sensitive command (an action in
+    `home.confirm_actions`, or any action on a kind in `home.sensitive_kinds`) runs only when the
+    turn's route was a clear one (a template match, or the answer to a question we asked)."""
+
+    def __init__(self, home: Home, *, confirmed: bool):
+        self._home, self.confirmed = home, confirmed
+
+    @property
+    def devices(self) -> list[HomeDevice]:
+        return self._home.devices
+
+    def names(self) -> dict[str, str]:
+        return self._home.names()
+
+    def rooms(self) -> list[str]:
+        return self._home.rooms()
+
+    def execute(self, command: HomeCommand) -> HomeDevice:
+        device = self._home.resolve(command.device, command.room)
+        cfg = self._home.cfg
+        if not self.confirmed and (command.action in cfg.confirm_actions or device.kind in cfg.sensitive_kinds):
+            raise ConfirmationNeeded(command, device)
+        return self._home.execute(command)

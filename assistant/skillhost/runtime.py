@@ -19,13 +19,14 @@ from typing import Any, NamedTuple
 from assistant.config.schema import AssistantConfig
 from assistant.engine import ChatMessage, Engine, GenerationStats, Sampling
 from assistant.skillhost.context import HandlerContext, TurnOutput
-from assistant.skillhost.home import Home
+from assistant.skillhost.home import ConfirmationNeeded, Home
 from assistant.skillhost.llm import SkillLLM
 from assistant.skillhost.loader import LoadedSkill, LoadProblem, discover, load
 from assistant.skillhost.sandbox import grant, install_audit_hook
 from assistant.skillhost.scheduler import Scheduler
-from assistant.skills.api import Handler, Intent, PermissionDenied, Reply, Skill, SkillError
-from assistant.skills.capabilities import HomeError
+from assistant.skills.api import Context, FollowUp, Handler, Intent, PermissionDenied, Reply, Skill, SkillError
+from assistant.skills.capabilities import HomeCommand, HomeError, describe, spoken_name
+from assistant.skills.slots import Enum
 
 log = logging.getLogger("assistant.skills")
 
@@ -136,8 +137,10 @@ class SkillRuntime:
         on_text: Callable[[str], None] | None = None,
         cancel: threading.Event | None = None,
         now: dt.datetime | None = None,
+        confirmed: bool = False,
     ) -> RunResult:
-        """Run a handler within its budget."""
+        """Run a handler within its budget. `confirmed`: the route was clear (a template or the answer
+        to our question), so sensitive home commands run; otherwise they are asked about first."""
         loaded = self.skills[skill_name]
         output = TurnOutput(on_text)
         label = f"{skill_name}.{intent_name}"
@@ -146,8 +149,9 @@ class SkillRuntime:
             return RunResult(Reply(text=f"The {skill_name} skill is not responding right now."), output, "suspended")
         cancel = cancel or threading.Event()
         ctx = HandlerContext(
-            self, loaded, intent_name, utterance, slots, history, output, cancel, now or dt.datetime.now()
-        )
+            self, loaded, intent_name, utterance, slots, history, output, cancel, now or dt.datetime.now(),
+            confirmed=confirmed,
+        )  # fmt: skip
         box: dict[str, Any] = {}
         done = threading.Event()
         timeout = loaded.timeout_s
@@ -180,6 +184,13 @@ class SkillRuntime:
             )
         if isinstance(error, HomeError):
             return RunResult(Reply(text=str(error)), output, None)
+        if isinstance(error, ConfirmationNeeded):
+            log.info("handler %s: %s asks for a yes first", label, error.command.model_dump_json())
+            question = str(error)
+            follow = FollowUp(
+                question=question, handler=_run_confirmed(error.command, spoken_name(error.device)), parse=YES_NO
+            )
+            return RunResult(Reply(text=question, expect=follow), output, None)
         if isinstance(error, (asyncio.TimeoutError, TimeoutError)):
             log.error("handler %s exceeded its %.1f s budget", label, timeout)
             return RunResult(Reply(text=f"Sorry, the {skill_name} skill took too long."), output, "timeout")
@@ -196,6 +207,38 @@ class SkillRuntime:
 
     def close(self) -> None:
         self.scheduler.close()
+
+
+YES_NO = Enum(
+    {
+        "yes": "yes",
+        "yeah": "yes",
+        "yep": "yes",
+        "sure": "yes",
+        "do it": "yes",
+        "go ahead": "yes",
+        "please do": "yes",
+        "confirm": "yes",
+        "okay": "yes",
+        "ok": "yes",
+        "no": "no",
+        "nope": "no",
+        "don't": "no",
+        "do not": "no",
+        "no don't": "no",
+    }  # fmt: skip
+)
+
+
+def _run_confirmed(command: HomeCommand, name: str) -> Handler:
+    """The follow-up handler of a confirmation question: runs the command on a yes, and only then."""
+
+    def answer(ctx: Context) -> str:
+        if ctx.slots.get("answer") != "yes":
+            return f"Okay, I left the {name} as it is."
+        return describe(command, ctx.home.execute(command))  # the answer's turn is a confirmed one
+
+    return answer
 
 
 async def _await(awaitable: Any) -> Any:

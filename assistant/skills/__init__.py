@@ -14,7 +14,7 @@ from assistant.skills.api import (
     Skill,
     SkillError,
 )
-from assistant.skills.capabilities import LLM, Device, HomeCommand, HomeControl, HomeError
+from assistant.skills.capabilities import LLM, Device, HomeCommand, HomeControl, HomeError, describe, spoken_name
 from assistant.skills.slots import Date, Duration, Enum, Number, Slot, Text, Time, to_digits
 
 __all__ = [
@@ -42,5 +42,7 @@ __all__ = [
     "Slot",
     "Text",
     "Time",
+    "describe",
+    "spoken_name",
     "to_digits",
 ]

@@ -29,6 +29,27 @@ class HomeCommand(BaseModel):
     room: str | None = None
 
 
+_DOING = {"turn_on": "Turning on", "turn_off": "Turning off", "toggle": "Toggling", "open": "Opening",
+          "close": "Closing", "lock": "Locking", "unlock": "Unlocking"}  # fmt: skip
+_ASK = {"turn_on": "Turn on", "turn_off": "Turn off", "toggle": "Toggle", "open": "Open", "close": "Close",
+        "lock": "Lock", "unlock": "Unlock", "set_level": "Set", "set_temperature": "Set"}  # fmt: skip
+
+
+def spoken_name(device: Device) -> str:
+    """'kitchen light' for a light in the kitchen, 'front door' for one whose name says its place."""
+    return f"{device.room} {device.name}" if device.room and device.room not in device.name else device.name
+
+
+def describe(command: HomeCommand, device: Device, *, asking: bool = False) -> str:
+    """The spoken line for a command: 'Unlocking the front door.', or with `asking` 'Unlock the front door?'."""
+    name = spoken_name(device)
+    if command.action in ("set_level", "set_temperature"):
+        unit = "percent" if command.action == "set_level" else "degrees"
+        what = f"the {name} to {command.value:g} {unit}"
+        return f"Set {what}?" if asking else f"Setting {what}."
+    return f"{_ASK[command.action]} the {name}?" if asking else f"{_DOING[command.action]} the {name}."
+
+
 class HomeError(Exception):
     """A command that does not fit the configured devices; the message is fit to be spoken."""
 

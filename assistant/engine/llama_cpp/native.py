@@ -114,12 +114,15 @@ class LlamaVocab:
             raise EngineError(f"cannot read the vocabulary of {path}: {last_errors('unknown cause')}")
         return cls(model, name or Path(path).stem, owned=True)
 
-    def tokenize(self, text: str, *, special: bool = False) -> list[int]:
+    def tokenize(self, text: str, *, special: bool = False, add_bos: bool | None = None) -> list[int]:
+        """`special` parses control tokens such as <|im_start|>; `add_bos` (default: `special`) adds BOS
+        if the model wants one."""
         data = text.encode("utf-8")
         capacity = len(data) + 16
+        bos = special if add_bos is None else add_bos
         while True:
             buf = (ll.llama_token * capacity)()
-            n = ll.llama_tokenize(self._vocab, data, len(data), buf, capacity, special, special)
+            n = ll.llama_tokenize(self._vocab, data, len(data), buf, capacity, bos, special)
             if n >= 0:
                 return list(buf[:n])
             capacity = -n
