@@ -122,6 +122,41 @@ def test_changed_file_invalidates_the_verification_stamp(tmp_path: Path, copied_
     assert store.status(store.get("copy")).detail == "present, not yet verified"
 
 
+def _flip_a_byte_keeping_size_and_mtime(path: Path) -> None:
+    st = path.stat()
+    with path.open("r+b") as fh:
+        fh.seek(st.st_size // 2)
+        byte = fh.read(1)
+        fh.seek(-1, os.SEEK_CUR)
+        fh.write(bytes([byte[0] ^ 0x01]))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # as bit rot, or a tool that keeps time stamps
+
+
+def test_a_corrupted_model_is_caught_at_load_although_size_and_mtime_are_unchanged(
+    tmp_path: Path, copied_default: tuple[Path, Path]
+) -> None:
+    """Before, the stamp (size + mtime) let a corrupted file load and answer garbage."""
+    copy, manifest_dir = copied_default
+    store = ModelStore([manifest_dir], tmp_path / "cache")
+    store.prepare(store.get("copy"))
+    _flip_a_byte_keeping_size_and_mtime(copy)
+    with pytest.raises(ModelCorrupt, match="corrupted"):
+        store.prepare(store.get("copy"))  # the file's ctime moved: hashed again
+
+
+def test_a_verification_older_than_reverify_days_is_hashed_again(
+    tmp_path: Path, copied_default: tuple[Path, Path]
+) -> None:
+    copy, manifest_dir = copied_default
+    store = ModelStore([manifest_dir], tmp_path / "cache", reverify_s=3600)
+    store.prepare(store.get("copy"))
+    assert store.status(store.get("copy")).detail == "verified"
+    stamp = next((tmp_path / "cache" / "verified").glob("copy-*.json"))
+    data = json.loads(stamp.read_text())
+    stamp.write_text(json.dumps({**data, "verified_at": data["verified_at"] - 7200}))
+    assert store.status(store.get("copy")).detail == "present, not yet verified"
+
+
 def test_verify_detects_a_truncated_file(tmp_path: Path, copied_default: tuple[Path, Path]) -> None:
     copy, manifest_dir = copied_default
     with copy.open("r+b") as fh:

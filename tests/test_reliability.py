@@ -197,3 +197,55 @@ def test_input_is_cleaned_at_the_boundary() -> None:
     long, note = clean_input("a" * (MAX_INPUT_CHARS + 5))
     assert len(long) == MAX_INPUT_CHARS and note == f"cut {MAX_INPUT_CHARS + 5} characters to {MAX_INPUT_CHARS}"
     assert clean_input("turn on the light\n") == ("turn on the light\n", None)
+
+
+def test_a_timer_of_the_same_length_never_replaces_a_running_one() -> None:
+    """Before, keys reused a count: after '#1' fired, a new timer took '#2' and replaced the running '#2'."""
+    assistant = Assistant(AssistantConfig(), None)
+    for _ in range(2):
+        assistant.ask("set a timer for ten minutes", now=NOW)
+    scheduler = assistant.runtime.scheduler
+    assert scheduler.cancel("timer/10 minutes timer #1")  # as if it had fired
+    assistant.ask("set a timer for ten minutes", now=NOW)
+    assert sorted(k for k, _, _ in scheduler.pending("timer/")) == ["10 minutes timer #1", "10 minutes timer #2"]
+    assert "starting now" in assistant.ask("set a pasta timer for 5 minutes", now=NOW).text
+    assert "starts over" in assistant.ask("set a pasta timer for 5 minutes", now=NOW).text  # said, not silent
+    assistant.close()
+
+
+@pytest.mark.parametrize("text", ["convert -6 celsius to fahrenheit", "convert minus 6 celsius to fahrenheit"])
+def test_signed_amounts_convert_without_the_llm(text: str) -> None:
+    """Before, no template took the sign and the chat model invented the answer."""
+    reply = Assistant(AssistantConfig(), None).ask(text, now=NOW)
+    assert reply.route.intent == "calculator.convert" and reply.route.slots["amount"] == -6
+    assert "21.2 degrees Fahrenheit" in reply.text
+
+
+def test_config_check_opens_adapters_as_loading_them_would(tmp_path: Path, base_sha: str) -> None:
+    """Before, `config check` said ok for adapters that `ask` then refused."""
+    from typer.testing import CliRunner
+
+    from assistant.cli import app
+
+    from .lora_util import make_lora
+
+    good = make_lora(tmp_path / "good.gguf", base_sha, seed=1)
+    truncated = make_lora(tmp_path / "cut.gguf", base_sha, seed=2)
+    with truncated.open("r+b") as fh:
+        fh.truncate(truncated.stat().st_size - 1000)
+    cases = {
+        "truncated": (truncated, "truncated"),
+        "wrong base": (make_lora(tmp_path / "other.gguf", "0" * 64, seed=3), "was built for base"),
+        "pickle": (tmp_path / "adapter.bin", "pickle-based formats are never loaded"),
+        "directory": (tmp_path / "folder", "is a directory, not a file"),
+    }
+    (tmp_path / "adapter.bin").write_bytes(b"\x80\x04")
+    (tmp_path / "folder").mkdir()
+    for what, (path, message) in cases.items():
+        cfg = tmp_path / f"{what.replace(' ', '_')}.toml"
+        cfg.write_text(f'[adapters.home]\npath = "{path}"\n')
+        result = CliRunner().invoke(app, ["config", "check", str(cfg)])
+        assert result.exit_code == 2 and "adapters.home.path" in result.output and message in result.output, what
+    ok = tmp_path / "ok.toml"
+    ok.write_text(f'[adapters.home]\npath = "{good}"\n')
+    assert CliRunner().invoke(app, ["config", "check", str(ok)]).exit_code == 0

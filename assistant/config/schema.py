@@ -423,6 +423,12 @@ class ModelsConfig(Section):
         description="Where split models are assembled and verification stamps kept; unset means "
         "`$XDG_CACHE_HOME/assistant/models` (usually `~/.cache/assistant/models`).",
     )
+    reverify_days: float = Field(
+        7.0,
+        ge=0,
+        description="A model file verified longer ago than this is hashed again when loaded (bit rot changes "
+        "no size or time stamp); 0 hashes on every load.",
+    )
 
     @property
     def resolved_cache_dir(self) -> Path:

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from assistant.config.loader import ConfigProblem
 from assistant.config.schema import AssistantConfig
 from assistant.engine.local import LocalEngine
+from assistant.engine.lora import AdapterError, check_base, read_adapter_manifest
 from assistant.engine.types import Engine, EngineError
 from assistant.modelstore import ModelStore, Reporter
+from assistant.modelstore.gguf_header import GGUFHeaderError, read_layout
 
 
 def _quantize(source: Path, target: Path, ftype: str, *, embedding: str | None = None) -> None:
@@ -115,3 +118,37 @@ def _with_draft(cfg: AssistantConfig, store: ModelStore, target: LocalEngine, re
         draft.close()
         raise
     return spec
+
+
+def adapter_problems(cfg: AssistantConfig, store: ModelStore | None = None) -> list[ConfigProblem]:
+    """Each configured adapter checked as loading it would, short of loading the base model: format,
+    manifest, the base it was built for, and a complete GGUF LoRA (`assistant config check`)."""
+    store = store or model_store(cfg)
+    base = store.manifests.get(cfg.engine.base_model)
+    problems = []
+    for name, adapter in cfg.adapters.items():
+        path = adapter.path
+        try:
+            if path is None:
+                raise AdapterError(f"adapter '{name}' has no path and no skill ships one")
+            manifest = read_adapter_manifest(path)
+            check_base(manifest, path, cfg.engine.base_model, base.sha256 if base else None)
+            fields = read_layout(path).fields  # refuses a truncated file: a tensor past its end
+            kind = (fields.get("general.type"), fields.get("adapter.type"))
+            if kind != ("adapter", "lora"):
+                raise AdapterError(f"adapter {path}: not a GGUF LoRA adapter (general.type, adapter.type = {kind})")
+            if base is not None and fields.get("general.architecture") != base.architecture:
+                arch = fields.get("general.architecture")
+                raise AdapterError(
+                    f"adapter {path} is for a {arch} model, the base '{base.name}' is {base.architecture}"
+                )
+        except (AdapterError, GGUFHeaderError, OSError) as exc:
+            problems.append(
+                ConfigProblem(
+                    key=f"adapters.{name}.path",
+                    message=str(exc),
+                    fix=f"point it at a GGUF LoRA built for '{cfg.engine.base_model}' "
+                    f"(`assistant adapters train {name}`), or remove [adapters.{name}]",
+                )
+            )
+    return problems

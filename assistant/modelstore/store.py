@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
@@ -112,9 +113,15 @@ class ModelStore:
     """All manifests the assistant knows, and the files behind them."""
 
     def __init__(
-        self, manifest_dirs: list[Path] | None = None, cache_dir: Path | None = None, quantizer: Quantizer | None = None
+        self,
+        manifest_dirs: list[Path] | None = None,
+        cache_dir: Path | None = None,
+        quantizer: Quantizer | None = None,
+        *,
+        reverify_s: float = 7 * 86400,
     ):
         self.cache_dir = cache_dir or Path.home() / ".cache" / "assistant" / "models"
+        self.reverify_s = reverify_s  # a verified file is hashed again on load after this long
         self.quantizer = quantizer  # needed only for models made by re-quantizing another
         self.manifests: dict[str, ModelManifest] = {}
         self.broken: list[str] = []
@@ -132,7 +139,9 @@ class ModelStore:
     @classmethod
     def from_config(cls, cfg: object, quantizer: Quantizer | None = None) -> ModelStore:
         models = cfg.models  # type: ignore[attr-defined]
-        return cls(list(models.manifest_dirs), models.resolved_cache_dir, quantizer)
+        return cls(
+            list(models.manifest_dirs), models.resolved_cache_dir, quantizer, reverify_s=models.reverify_days * 86400
+        )
 
     def get(self, name: str) -> ModelManifest:
         try:
@@ -219,22 +228,28 @@ class ModelStore:
         return self.cache_dir / "verified" / f"{manifest.name}-{where}.json"
 
     def _stamp_key(self, path: Path, manifest: ModelManifest) -> dict[str, object]:
+        # ctime too: a write that restores size and mtime (or a tool that preserves them) still moves it.
         st = path.stat()
-        return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": manifest.sha256}
+        return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                "ctime_ns": st.st_ctime_ns, "sha256": manifest.sha256}  # fmt: skip
 
     def _write_stamp(self, manifest: ModelManifest, path: Path) -> None:
         stamp = self._stamp_path(manifest, path)
         try:
             stamp.parent.mkdir(parents=True, exist_ok=True)
-            stamp.write_text(json.dumps(self._stamp_key(path, manifest)))
+            stamp.write_text(json.dumps({**self._stamp_key(path, manifest), "verified_at": time.time()}))
         except OSError:
             pass  # a read-only cache only costs a re-hash next time
 
     def _stamp_valid(self, manifest: ModelManifest, path: Path) -> bool:
+        """Hashing is skipped only for a file unchanged since it was hashed, and hashed recently enough:
+        bit rot changes no metadata, so every `reverify_s` a load hashes again."""
         try:
-            return bool(json.loads(self._stamp_path(manifest, path).read_text()) == self._stamp_key(path, manifest))
-        except (OSError, ValueError):
+            stamp = json.loads(self._stamp_path(manifest, path).read_text())
+            verified_at = float(stamp.pop("verified_at"))
+        except (OSError, ValueError, KeyError, TypeError):
             return False
+        return bool(stamp == self._stamp_key(path, manifest)) and time.time() - verified_at < self.reverify_s
 
     def _check_gguf_header(self, manifest: ModelManifest, path: Path) -> None:
         try:

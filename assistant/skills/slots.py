@@ -29,6 +29,8 @@ _W = "(?:" + "|".join(sorted(_UNITS + _TENS + _SCALES, key=len, reverse=True)) +
 _DIGITS = r"-?\d+(?:\.\d+)?"
 # "twenty five", "one hundred and twenty", "two point five", "25", "a hundred"
 NUMBER = rf"(?:{_DIGITS}|(?:an? (?={_W}))?{_W}(?: (?:and |point )?{_W})*)"
+_SIGN = re.compile(r"(?:-|minus|negative) ?(?=\S)")
+SIGNED_NUMBER = rf"(?:(?:-|minus|negative) ?)?{NUMBER}"  # a Number slot's: '-6 celsius', 'minus six degrees'
 _ORD = "(?:" + "|".join(sorted(_ORDINALS, key=len, reverse=True)) + ")"
 ORDINAL = rf"(?:\d{{1,2}}(?:st|nd|rd|th)?|(?:twenty |thirty )?{_ORD}|{_W})"
 _UNIT_NAMES = {
@@ -64,6 +66,11 @@ def to_digits(text: str) -> str:
 
 
 def parse_number(text: str) -> int | float | None:
+    """'twenty five', '2.5', 'two and a half'; signed: 'minus 6', 'negative six', '- 6' (normalized '-6')."""
+    sign = _SIGN.match(text.strip())
+    if sign:
+        value = parse_number(text.strip()[sign.end() :])
+        return None if value is None else -value
     converted = to_digits(text.strip())
     half = converted.endswith(" and a half")
     if half:
@@ -114,7 +121,7 @@ class Slot:
 
 class Number(Slot):
     kind = "number"
-    pattern = NUMBER
+    pattern = SIGNED_NUMBER
 
     def __init__(self, *, minimum: float | None = None, maximum: float | None = None, **kw: Any):
         super().__init__(**kw)
