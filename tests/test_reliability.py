@@ -249,3 +249,54 @@ def test_config_check_opens_adapters_as_loading_them_would(tmp_path: Path, base_
     ok = tmp_path / "ok.toml"
     ok.write_text(f'[adapters.home]\npath = "{good}"\n')
     assert CliRunner().invoke(app, ["config", "check", str(ok)]).exit_code == 0
+
+
+def test_udp_sendmsg_and_ctypes_system_need_their_permissions() -> None:
+    """Before, both passed the permission check of a skill that declared neither."""
+    import ctypes
+    import socket
+
+    from .test_skills import _assistant, _one
+
+    def udp(ctx: object) -> str:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendmsg([b"x"], [], 0, ("127.0.0.1", 9))
+        return "sent"
+
+    def shell(ctx: object) -> str:
+        ctypes.CDLL(None).system(b"true")
+        return "ran"
+
+    a = _assistant(_one("udp", udp, "send a packet"), _one("shell", shell, "run a program"))
+    assert a.ask("send a packet").error == "permission"
+    assert a.ask("run a program").error == "permission"
+
+
+def test_a_network_sink_sends_with_the_frameworks_permissions(tmp_path: Path) -> None:
+    """Before, a sink plugin ran under the home skill's permissions (no network): every command failed."""
+    import socket
+    import socketserver
+    import threading
+
+    received: list[bytes] = []
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            received.append(self.rfile.readline())
+
+    class NetSink:
+        def __init__(self, port: int):
+            self.port = port
+
+        def send(self, device: object, command: object) -> None:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=5) as conn:
+                conn.sendall(command.model_dump_json().encode() + b"\n")  # type: ignore[attr-defined]
+
+    with socketserver.TCPServer(("127.0.0.1", 0), Handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        assistant = Assistant(_home(tmp_path), None)
+        assistant.runtime.home._sink = NetSink(server.server_address[1])
+        reply = assistant.ask("turn on the kitchen light", now=NOW)
+        server.shutdown()
+    assert reply.error is None and reply.text == "Turning on the kitchen light."
+    assert [json.loads(r)["action"] for r in received] == ["turn_on"]

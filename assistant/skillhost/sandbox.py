@@ -8,23 +8,31 @@ from __future__ import annotations
 
 import contextvars
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from assistant.skills.api import PermissionDenied
+
+T = TypeVar("T")
 
 # The permissions of the skill whose handler runs on this thread; None is framework code.
 _granted: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar("granted", default=None)
 _AUDITED = {
     "socket.connect": "network", "socket.getaddrinfo": "network", "socket.sendto": "network",
-    "socket.bind": "network", "urllib.Request": "network",
+    "socket.sendmsg": "network", "socket.bind": "network", "urllib.Request": "network",
     "subprocess.Popen": "subprocess", "os.system": "subprocess", "os.exec": "subprocess",
     "os.posix_spawn": "subprocess", "os.spawn": "subprocess", "os.fork": "subprocess",
 }  # fmt: skip
+# C functions that start programs, looked up through ctypes (`CDLL(None).system(...)`).
+_SPAWN_SYMBOLS = {"system", "popen", "fork", "vfork", "execv", "execve", "execvp", "execl", "execlp", "posix_spawn",
+                  "posix_spawnp"}  # fmt: skip
 _hook_installed = False
 
 
-def _audit(event: str, _args: tuple[Any, ...]) -> None:
+def _audit(event: str, args: tuple[Any, ...]) -> None:
     needed = _AUDITED.get(event)
+    if event == "ctypes.dlsym" and len(args) > 1 and str(args[1]) in _SPAWN_SYMBOLS:
+        needed = "subprocess"
     if needed is None:
         return
     granted = _granted.get()
@@ -48,3 +56,11 @@ def require(granted: frozenset[str], permission: str, skill: str) -> None:
 def grant(granted: frozenset[str]) -> None:
     """The permissions of the skill whose handler runs on this thread from now on."""
     _granted.set(granted)
+
+
+def as_framework(fn: Callable[..., T], *args: Any) -> T:
+    """Run framework code (a home sink sending to MQTT or HTTP) from a handler's thread without the
+    skill's limits: the sink is the integrator's choice, not the skill's."""
+    context = contextvars.copy_context()
+    context.run(_granted.set, None)
+    return context.run(fn, *args)
