@@ -300,3 +300,23 @@ def test_a_network_sink_sends_with_the_frameworks_permissions(tmp_path: Path) ->
         server.shutdown()
     assert reply.error is None and reply.text == "Turning on the kitchen light."
     assert [json.loads(r)["action"] for r in received] == ["turn_on"]
+
+
+def test_messages_with_brackets_are_printed_as_they_are(tmp_path: Path) -> None:
+    """Before, CLI messages were parsed as Rich markup: '[audio]' vanished, '[/bold]' crashed `ask`."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[engine]\nbase_model = "[/bold]x[audio]"\n')
+    result = subprocess.run([ASSISTANT, "ask", "hi", "-c", str(cfg)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "no model manifest named '[/bold]x[audio]'" in result.stderr, result.stderr
+
+
+def test_a_context_beyond_the_models_training_is_said(tmp_path: Path) -> None:
+    """Before, context_size = 131072 was accepted without a word (3.1 GB RSS)."""
+    from typer.testing import CliRunner
+
+    from assistant.cli import app
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[engine]\ncontext_size = 131072\n")
+    result = CliRunner().invoke(app, ["config", "check", str(cfg)])
+    assert "engine.context_size: warning: 131072 tokens is more than" in result.output and "8192" in result.output

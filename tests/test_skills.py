@@ -143,7 +143,7 @@ def test_timers_list_and_cancel() -> None:
     a.ask("set a pasta timer for 10 minutes")
     a.ask("set a timer for 5 minutes")
     listed = a.ask("list my timers")
-    assert [t["name"] for t in listed.data["timers"]] == ["5 minutes timer #2", "pasta"]
+    assert [t["name"] for t in listed.data["timers"]] == ["5 minutes timer #1", "pasta"]  # numbered per length
     assert "pasta" in a.ask("cancel the pasta timer").text
     assert a.ask("cancel all timers").text == "Cancelled the timer."
     assert a.ask("how much time is left").text == "There are no timers running."

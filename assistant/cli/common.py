@@ -19,14 +19,16 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
 from assistant.config import AssistantConfig, ConfigError, load_config
 from assistant.engine import EngineError
 from assistant.modelstore import ModelError
 
 # Piped output is read by scripts: never truncate it to a guessed 80 columns.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# markup=False: replies, utterances and config values are printed as they are ("[audio]" stays).
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200, markup=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 ConfigOpt = Annotated[
     Path | None,
@@ -58,7 +60,7 @@ class RichReporter:
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print `error: message` on stderr; the caller raises the returned Exit (`raise fail(...)`)."""
-    err.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
+    err.print(Text.assemble(("error:", "red"), f" {message}"), highlight=False)
     return typer.Exit(code)
 
 

@@ -36,10 +36,10 @@ def config_check(files: Annotated[list[Path], typer.Argument(help="TOML files to
             bad += 1
             err.print(str(exc), markup=False)
             continue
-        from assistant.engine.load import adapter_problems
+        from assistant.engine.load import adapter_problems, context_problems
         from assistant.skillhost.runtime import settings_problems
 
-        problems = check_references(cfg) + adapter_problems(cfg)
+        problems = check_references(cfg) + adapter_problems(cfg) + context_problems(cfg)
         errors = [p for p in problems if p.severity == "error"]
         invalid_skills = 0
         for skill_problem in settings_problems(cfg):

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from assistant.cli.common import ConfigOpt, RichReporter, err, fail, load, out
 from assistant.engine import EngineError, model_store
@@ -51,7 +52,7 @@ def models_list(config: ConfigOpt = None, as_json: Annotated[bool, typer.Option(
         )
     out.print(table)
     for b in store.broken:
-        err.print(f"[red]broken manifest:[/red] {b}", markup=True)
+        err.print(Text.assemble(("broken manifest:", "red"), f" {b}"))
 
 
 def _selected(store: ModelStore, names: list[str] | None, everything: bool) -> list[ModelManifest]:
@@ -71,7 +72,7 @@ def _for_each_model(models: list[ModelManifest], action: Callable[[ModelManifest
             message = action(m)
         except ModelError as exc:
             failed += 1
-            err.print(f"[red]FAIL[/red] {m.name}: {exc}", markup=True)
+            err.print(Text.assemble(("FAIL", "red"), f" {m.name}: {exc}"))
             continue
         out.print(message)
     if failed:

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from assistant.cli.common import ConfigOpt, err, fail, load, load_assistant, out
 
@@ -28,7 +29,7 @@ def skill_list(config: ConfigOpt = None) -> None:
         table.add_row(name, intents, ", ".join(loaded.skill.permissions) or "-", loaded.adapter or "-")
     out.print(table)
     for problem in assistant.problems:
-        err.print(f"[yellow]warning:[/yellow] {problem}", markup=True)
+        err.print(Text.assemble(("warning:", "yellow"), f" {problem}"))
     assistant.close()
 
 
@@ -73,14 +74,16 @@ def skill_test(
             for r in report.results:
                 if r.ok:
                     out.print(
-                        f"[green]ok[/green]   {r.case.text!r} -> {r.got} {json.dumps(r.route.slots)}", markup=True
+                        Text.assemble(("ok", "green"), f"   {r.case.text!r} -> {r.got} {json.dumps(r.route.slots)}")
                     )
                 else:
                     failed += 1
                     out.print(
-                        f"[red]FAIL[/red] {r.case.text!r}: expected {r.case.intent} {json.dumps(r.case.slots)}, "
-                        f"got {r.got} {json.dumps(r.route.slots)} ({r.route.reason})",
-                        markup=True,
+                        Text.assemble(
+                            ("FAIL", "red"),
+                            f" {r.case.text!r}: expected {r.case.intent} {json.dumps(r.case.slots)}, "
+                            f"got {r.got} {json.dumps(r.route.slots)} ({r.route.reason})",
+                        ),
                     )
     finally:
         assistant.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from assistant.cli.common import ConfigOpt, err, fail, load, load_assistant, out
 from assistant.engine import EngineError
@@ -22,7 +23,7 @@ def _say(piece: str) -> None:
 
 
 def _announce(skill: str, text: str) -> None:
-    err.print(f"\n[bold]({skill})[/bold] {text}", markup=True)
+    err.print(Text.assemble((f"\n({skill})", "bold"), f" {text}"))
 
 
 @app.command()
@@ -56,10 +57,8 @@ def ask(
             return
         result = assistant.ask(said, on_text=_say)
         sys.stdout.write("\n")
-        err.print(
-            f"[dim]route: {result.route.intent} via {result.route.stage} ({result.route.reason})[/dim]", markup=True
-        )
-        err.print(f"[dim]timing: {result.timing_line()}[/dim]", markup=True)
+        err.print(f"route: {result.route.intent} via {result.route.stage} ({result.route.reason})", style="dim")
+        err.print(f"timing: {result.timing_line()}", style="dim")
     except EngineError as exc:
         raise fail(str(exc)) from None
     finally:
@@ -94,15 +93,15 @@ def _voice_turn(assistant, said: str | None, wav: Path | None, tts_out: Path | N
         out.print_json(json.dumps([t.model_dump() | {"breakdown_ms": t.breakdown_ms()} for t in traces]))
         return
     if not traces or not traces[-1].transcript:
-        err.print("[yellow]nothing recognized[/yellow]" + (f" ({traces[-1].reason})" if traces else ""), markup=True)
+        err.print(Text.assemble(("nothing recognized", "yellow"), f" ({traces[-1].reason})" if traces else ""))
         raise typer.Exit(1)
     t = traces[-1]
     out.print(t.reply)
-    err.print(f"[dim]heard: {t.transcript!r} ({t.source}: {t.reason}); route: {t.intent}[/dim]", markup=True)
-    err.print(f"[dim]trace (ms): {json.dumps(t.breakdown_ms())}[/dim]", markup=True)
+    err.print(f"heard: {t.transcript!r} ({t.source}: {t.reason}); route: {t.intent}", style="dim")
+    err.print(f"trace (ms): {json.dumps(t.breakdown_ms())}", style="dim")
     if tts_out is not None:
         seconds = len(speaker.audio()) / max(1, speaker.rate)
-        err.print(f"[dim]reply audio: {tts_out} ({seconds:.1f} s)[/dim]", markup=True)
+        err.print(f"reply audio: {tts_out} ({seconds:.1f} s)", style="dim")
 
 
 @app.command()
@@ -123,7 +122,7 @@ def run(
         speaker = SoundDeviceSpeaker(cfg.audio.output_device)
         loop = build_voice(assistant, speaker, wake_word=wake and cfg.wake_word.enabled)
         loop.on_trace = lambda t: err.print(
-            f"[dim]{t.transcript!r} -> {t.intent}: {t.reply} {json.dumps(t.breakdown_ms())}[/dim]", markup=True
+            f"{t.transcript!r} -> {t.intent}: {t.reply} {json.dumps(t.breakdown_ms())}", style="dim"
         )
         mic.start()
     except (AudioError, AsrError, TtsError) as exc:
@@ -181,12 +180,10 @@ def chat(config: ConfigOpt = None) -> None:
                 continue
             except EngineError as exc:
                 sys.stdout.write("\n")
-                err.print(f"[red]error:[/red] {exc}", markup=True)
+                err.print(Text.assemble(("error:", "red"), f" {exc}"))
                 continue
             sys.stdout.write("\n")
-            err.print(
-                f"[dim]{result.route.intent} via {result.route.stage} | {result.timing_line()}[/dim]", markup=True
-            )
+            err.print(f"{result.route.intent} via {result.route.stage} | {result.timing_line()}", style="dim")
     finally:
         assistant.close()
 

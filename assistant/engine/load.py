@@ -3,6 +3,7 @@ draft for speculation; and the model store that can make every model the manifes
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from assistant.config.loader import ConfigProblem
@@ -11,7 +12,9 @@ from assistant.engine.local import LocalEngine
 from assistant.engine.lora import AdapterError, check_base, read_adapter_manifest
 from assistant.engine.types import Engine, EngineError
 from assistant.modelstore import ModelStore, Reporter
-from assistant.modelstore.gguf_header import GGUFHeaderError, read_layout
+from assistant.modelstore.gguf_header import GGUFHeaderError, read_keys, read_layout
+
+log = logging.getLogger("assistant.engine")
 
 
 def _quantize(source: Path, target: Path, ftype: str, *, embedding: str | None = None) -> None:
@@ -29,6 +32,8 @@ def load_engine(cfg: AssistantConfig, store: ModelStore | None = None, reporter:
     """Verify the configured base model (hashing only if never verified) and load it once."""
     store = store or model_store(cfg)
     e = cfg.engine
+    for problem in context_problems(cfg, store):
+        log.warning("%s (%s)", problem.render(), problem.fix)
     manifest = store.get(e.base_model)
     path = store.prepare(manifest, reporter)
     engine = _load_base(cfg, path, manifest.sha256)
@@ -118,6 +123,32 @@ def _with_draft(cfg: AssistantConfig, store: ModelStore, target: LocalEngine, re
         draft.close()
         raise
     return spec
+
+
+def context_problems(cfg: AssistantConfig, store: ModelStore | None = None) -> list[ConfigProblem]:
+    """A context longer than the base model was trained for costs memory (the KV cache grows with it)
+    and gives no better answers: said, not silently accepted."""
+    store = store or model_store(cfg)
+    base = store.manifests.get(cfg.engine.base_model)
+    path = store.locate(base) if base is not None else None
+    if base is None or path is None or not path.is_file():
+        return []
+    try:
+        fields = read_keys(path, {f"{base.architecture}.context_length", f"{base.architecture}.block_count"})
+    except (GGUFHeaderError, OSError):
+        return []
+    trained = fields.get(f"{base.architecture}.context_length")
+    if not isinstance(trained, int) or cfg.engine.context_size <= trained:
+        return []
+    return [
+        ConfigProblem(
+            key="engine.context_size",
+            message=f"{cfg.engine.context_size} tokens is more than '{base.name}' was trained for ({trained}); the KV "
+            "cache grows with it and answers past the trained length are not better",
+            fix=f"set engine.context_size to at most {trained} (2048-4096 is plenty for spoken turns)",
+            severity="warning",
+        )
+    ]
 
 
 def adapter_problems(cfg: AssistantConfig, store: ModelStore | None = None) -> list[ConfigProblem]:
