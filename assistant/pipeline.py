@@ -115,7 +115,9 @@ class Assistant:
         if engine is not None and cfg.skills.classifier:
             name = cfg.skills.classifier_adapter
             adapter = name if name in cfg.adapters else None
-            self.router.classifier = LlmClassifier(engine, intents, self.router.templates, adapter=adapter)
+            self.router.classifier = LlmClassifier(
+                engine, intents, self.router.templates, adapter=adapter, timeout_s=cfg.skills.classifier_timeout_s
+            )
         for problem in self.router.problems:
             log.warning("%s", problem)
 

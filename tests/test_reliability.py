@@ -320,3 +320,57 @@ def test_a_context_beyond_the_models_training_is_said(tmp_path: Path) -> None:
     cfg.write_text("[engine]\ncontext_size = 131072\n")
     result = CliRunner().invoke(app, ["config", "check", str(cfg)])
     assert "engine.context_size: warning: 131072 tokens is more than" in result.output and "8192" in result.output
+
+
+def test_an_abandoned_handler_says_nothing_into_a_later_turn() -> None:
+    """Before, its late output appeared inside the next reply (in `chat`)."""
+    import time
+
+    from .test_skills import _assistant, _one
+
+    def slow(ctx: object) -> str:
+        time.sleep(0.8)
+        ctx.say("LATE")  # type: ignore[attr-defined]
+        return "never"
+
+    a = _assistant(_one("slow", slow, "take your time"), timeout_s=0.3)
+    heard: list[str] = []
+    assert a.ask("take your time", on_text=heard.append).error == "timeout"
+    time.sleep(1.0)  # the handler wakes up and speaks
+    assert not any("LATE" in h for h in heard), heard
+
+
+def test_time_waiting_for_a_busy_engine_is_not_the_handlers_budget(engine: LlamaCppEngine) -> None:
+    """Before, under 4 concurrent callers half the LLM turns timed out while queued for the engine."""
+    import threading
+    import time
+
+    from assistant.skills import Skill
+
+    s = Skill("asker", permissions=["llm"])
+    s.intent("go", templates=["ask the model"])(lambda ctx: ctx.llm.complete("Say hi.", max_tokens=2) or "ok")
+    cfg = AssistantConfig.model_validate({"skills": {"timeout_s": 0.5}})
+    assistant = Assistant(cfg, engine, [s])
+    result: list[object] = []
+    with engine._lock:  # another caller is using the engine for 1.5 s
+        t = threading.Thread(target=lambda: result.append(assistant.ask("ask the model")))
+        t.start()
+        time.sleep(1.5)
+    t.join(30)
+    assert result and result[0].error is None, result  # type: ignore[attr-defined]
+    assert result[0].stats.queued_s >= 1.0  # type: ignore[attr-defined]
+
+
+def test_the_llm_classifier_has_a_time_budget(engine: LlamaCppEngine) -> None:
+    """Before, it had none (34 s seen under load)."""
+    import time
+
+    from assistant.router.classifier import LlmClassifier
+
+    assistant = Assistant(AssistantConfig(), engine)
+    classifier = LlmClassifier(
+        engine, assistant.runtime.intents(), assistant.router.templates, llm_decides=True, timeout_s=1e-4
+    )
+    t0 = time.perf_counter()
+    assert classifier.classify("make it brighter in here", "make it brighter in here")[0] is None
+    assert time.perf_counter() - t0 < 5

@@ -325,6 +325,13 @@ class SkillsConfig(Section):
         "the LLM picks among all intents itself (see adapters/router). Unconfigured: nearest examples "
         "propose and the base model only confirms.",
     )
+    classifier_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=60,
+        description="The LLM classifier's own time per utterance (waiting for the engine excluded); past it the "
+        "utterance goes to the chat fallback.",
+    )
     settings: dict[str, dict[str, Any]] = Field(
         {}, description="Per-skill settings tables, e.g. `[skills.settings.home]`; each skill validates its own."
     )

@@ -396,8 +396,10 @@ class TextGeneration:
         self.stats.total_s = time.perf_counter() - t0
 
     def _run(self) -> Iterator[str]:
+        self.stats.queued_since = t_wait = time.perf_counter()
         with self._engine._lock:
             t0 = time.perf_counter()
+            self.stats.queued_s, self.stats.queued_since = t0 - t_wait, None
             try:
                 yield from self._steps(t0)
             finally:

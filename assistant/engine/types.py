@@ -44,6 +44,8 @@ class GenerationStats(BaseModel):
     first_token_s: float = 0.0
     decode_s: float = 0.0
     total_s: float = 0.0
+    queued_s: float = Field(0.0, description="Waiting for the engine, busy with another request, before starting.")
+    queued_since: float | None = Field(None, exclude=True, description="perf_counter() while waiting, else None.")
     finish_reason: FinishReason | None = None
 
     @property

@@ -12,6 +12,8 @@ was trained on paraphrases, out-of-domain questions and near misses to do exactl
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Sequence
 
 from rapidfuzz import fuzz, process
@@ -50,8 +52,10 @@ class LlmClassifier:
         min_similarity: float = 60.0,
         adapter: str | None = None,
         llm_decides: bool | None = None,
+        timeout_s: float = 5.0,
     ):
         self.engine = engine
+        self.timeout_s = timeout_s
         self.adapter = adapter
         self.llm_decides = adapter is not None if llm_decides is None else llm_decides
         self.candidates = candidates
@@ -84,9 +88,17 @@ class LlmClassifier:
         assert self.engine is not None
         grammar = "root ::= " + " | ".join(f'"{label}"' for label in [*labels, CHAT])
         messages = [ChatMessage(role="system", content=self.system), ChatMessage(role="user", content=text)]
+        cancel = threading.Event()
         try:
-            gen = self.engine.generate(messages, max_tokens=16, grammar=grammar, adapter=self.adapter)
-            return gen.result().strip()
+            gen = self.engine.generate(messages, max_tokens=16, grammar=grammar, adapter=self.adapter, cancel=cancel)
+            t0 = time.perf_counter()
+            for _ in gen:  # the budget is the classifier's own time, not the wait for a busy engine
+                if time.perf_counter() - t0 - gen.stats.queued_s > self.timeout_s:
+                    cancel.set()
+            if gen.stats.finish_reason == "cancelled":
+                log.warning("intent classifier took over %.1f s: the chat fallback answers", self.timeout_s)
+                return None
+            return gen.text.strip()
         except EngineError as exc:
             log.warning("intent classifier failed: %s", exc)
             return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -16,6 +17,8 @@ from assistant.skillhost.sandbox import require
 from assistant.skillhost.scheduler import Scheduler
 from assistant.skills.api import FollowUp, Handler, Reply
 from assistant.skills.slots import Slot
+
+log = logging.getLogger("assistant.skills")
 
 
 class Host(Protocol):
@@ -48,10 +51,24 @@ class TurnOutput:
         self._on_text = on_text
         self.pieces: list[str] = []
         self.first_at: float | None = None
-        self.stats: list[GenerationStats] = []
+        self.stats: list[GenerationStats] = []  # the turn's generations, registered as they start
+        self.closed = False
+
+    def close(self) -> None:
+        """The turn is over (its handler was abandoned): anything it still says is dropped, not leaked
+        into the next turn."""
+        self.closed = True
+
+    def queued_s(self) -> float:
+        """Time the turn's generations spent waiting for the shared engine (busy with other callers)."""
+        now = time.perf_counter()
+        return sum(s.queued_s + (now - s.queued_since if s.queued_since is not None else 0.0) for s in self.stats)
 
     def emit(self, text: str) -> None:
         if not text:
+            return
+        if self.closed:
+            log.info("dropped output of an abandoned handler: %r", text[:80])
             return
         if self.first_at is None:
             self.first_at = time.perf_counter()

@@ -201,6 +201,7 @@ class SkillLLM:
             cancel=stop,
             adapter=self.adapter,
         )
+        self.stats.append(gen.stats)  # now, so the host sees time spent queueing for the engine
         for piece in gen:
             out = spoken.feed(piece)
             if out:
@@ -213,7 +214,6 @@ class SkillLLM:
             log.info("not spoken (%s): %r", "loop" if spoken.degenerate else "unfinished", spoken.dropped)
         if tail:
             self._emit(tail)
-        self.stats.append(gen.stats)
         reply = spoken.text.strip()
         if not any(ch.isalnum() for ch in reply):
             self._emit(FALLBACK_REPLY)
@@ -238,9 +238,8 @@ class SkillLLM:
             adapter=self.adapter,
             grammar=grammar,
         )
-        text = gen.result()
         self.stats.append(gen.stats)
-        return text
+        return gen.result()
 
     def json(self, prompt: str | Sequence[ChatMessage], model: type[M], *, max_tokens: int = 96) -> M:
         """An instance of `model`, generated under a grammar of its JSON schema and validated."""

@@ -13,6 +13,7 @@ import inspect
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -169,10 +170,16 @@ class SkillRuntime:
                 done.set()
 
         thread = threading.Thread(target=work, name=f"skill-{label}", daemon=True)
+        started = time.perf_counter()
         thread.start()
-        if not done.wait(timeout):
+        # The budget is the handler's own time: waiting for the engine while other callers use it
+        # does not count (under 4 concurrent callers half the LLM turns timed out in the queue).
+        while not done.wait(0.05) and time.perf_counter() - started - output.queued_s() < timeout:
+            pass
+        if not done.is_set():
             cancel.set()  # stops an LLM generation the handler is waiting on
             if not done.wait(0.2):
+                output.close()  # whatever it says from now on is not part of any turn
                 loaded.hung.append(thread)
                 log.error("handler %s exceeded its %.1f s budget and was abandoned", label, timeout)
                 return RunResult(Reply(text=f"Sorry, the {skill_name} skill took too long."), output, "timeout")
