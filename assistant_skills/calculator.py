@@ -59,8 +59,8 @@ def parse_expression(text: str) -> float | None:
         return None
     try:
         return _evaluate(ast.parse(t, mode="eval"))
-    except (SyntaxError, ValueError, ZeroDivisionError, OverflowError, TypeError):
-        return None
+    except (SyntaxError, ValueError, ZeroDivisionError, OverflowError, TypeError, RecursionError, MemoryError):
+        return None  # '1+1+...+1' a thousand terms deep is not a sum anyone says: not a calculation
 
 
 def spoken_number(value: float) -> str:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import threading
 
 from assistant.skills import Context, Duration, Reply, Skill, Text
 
 skill = Skill("timer", description="Kitchen-style countdown timers that announce when done.", permissions=["timers"])
 
+_KEYS = threading.Lock()
 _DURATION = Duration(required=True, prompt="For how long?")
 _NAME = Text(validate=lambda t: t if len(t.split()) <= 3 and t not in ("a", "an", "the", "my") else None)
 
@@ -53,13 +55,14 @@ def set_timer(ctx: Context) -> str:
     length = spoken_duration(seconds)
     name = ctx.slots.get("name")
     label = f"{name} timer" if name else f"{length} timer"
-    running = {key for key, _, _ in ctx.scheduled()}
-    if name:
-        ctx.schedule(seconds, f"Your {label} is done.", key=name)  # the same name starts that timer over
-        return f"Okay, the {label} starts over: {length}." if name in running else f"Okay, {label} starting now."
-    # Never a running timer's key: after '#1' fired, a new one must not take '#2' while '#2' runs.
-    n = next(i for i in itertools.count(1) if f"{length} timer #{i}" not in running)
-    ctx.schedule(seconds, f"Your {label} is done.", key=f"{length} timer #{n}")
+    with _KEYS:  # handlers of concurrent callers run at once: pick and take a key in one step
+        running = {key for key, _, _ in ctx.scheduled()}
+        if name:
+            ctx.schedule(seconds, f"Your {label} is done.", key=name)  # the same name starts that timer over
+            return f"Okay, the {label} starts over: {length}." if name in running else f"Okay, {label} starting now."
+        # Never a running timer's key: after '#1' fired, a new one must not take '#2' while '#2' runs.
+        n = next(i for i in itertools.count(1) if f"{length} timer #{i}" not in running)
+        ctx.schedule(seconds, f"Your {label} is done.", key=f"{length} timer #{n}")
     return f"Okay, {length}, starting now."
 
 

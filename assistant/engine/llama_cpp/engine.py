@@ -167,6 +167,15 @@ class LlamaCppEngine(LocalEngine):
                 b.logits[i] = 1 if (all_logits or (last_chunk and i == len(chunk) - 1)) else 0
             b.n_tokens = len(chunk)
             rc = ll.llama_decode(self._ctx, b)
+            if rc == 1 and not all_logits and any(slot.tokens for slot in self._slots):
+                # No free KV cells: the cached prefixes give way. The request starts over on an empty
+                # cache rather than in the slots' freed cells (see the README's known defect).
+                redo = [*self._cached[: start_pos + off], *tokens[off:]]
+                log.info("KV cache full: dropping %d cached prefixes and re-evaluating %d tokens", len(self._slots),
+                         len(redo))  # fmt: skip
+                self.reset()
+                self._decode(redo, 0)
+                return
             if rc != 0:
                 # Whatever part of the chunk landed is unknown; forget it so the cache stays truthful.
                 self.truncate(start_pos + off)
