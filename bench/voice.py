@@ -134,7 +134,7 @@ def _quiet_loop(assistant: Assistant) -> VoiceLoop:
         cfg.wake_word.follow_up_window_s = 0  # every turn needs its wake word: the bench counts them
         cfg.logging.trace_file = None
 
-    return build_voice(_with(assistant, quiet), BufferSpeaker(), wake_word=True)
+    return build_voice(_with(assistant, quiet), BufferSpeaker(), wake_word=True, learn=False)
 
 
 def _with(assistant: Assistant, edit: Callable[[AssistantConfig], None]) -> Assistant:

@@ -374,3 +374,32 @@ def test_the_llm_classifier_has_a_time_budget(engine: LlamaCppEngine) -> None:
     t0 = time.perf_counter()
     assert classifier.classify("make it brighter in here", "make it brighter in here")[0] is None
     assert time.perf_counter() - t0 < 5
+
+
+def test_a_file_run_reads_the_learned_microphone_state_but_never_writes_it(tmp_path: Path) -> None:
+    """Before, every `ask --wav` updated the persisted feature means: one file gave three transcripts."""
+    from assistant.asr.pocketsphinx import KeyphraseSpotter, read_cmn
+
+    from .voice_audio import speech
+
+    audio, _ = speech("hey computer what time is it", "en-us", snr_db=30)
+    for learn in (False, True):
+        path = tmp_path / f"cmn-{learn}.txt"
+        spotter = KeyphraseSpotter({"hey computer": 1e-40}, path, learn=learn)
+        spotter.accept(audio)
+        spotter.reset()
+        assert path.is_file() is learn  # a file run reads the state; only the live loop writes it
+    assert read_cmn(tmp_path / "cmn-True.txt") != read_cmn(None)
+
+
+def test_float_audio_above_full_scale_is_clipped_not_wrapped(tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    from assistant.audio import read_wav
+
+    for rate in (16000, 22050):  # with and without resampling
+        path = tmp_path / f"loud{rate}.wav"
+        sf.write(str(path), np.full(rate // 10, 1.5, dtype=np.float32), rate, subtype="FLOAT")
+        samples = read_wav(path)
+        assert samples.min() > 0 and samples.max() == 32767, rate  # 1.5 x full scale wrapped to negative before

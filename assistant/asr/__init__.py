@@ -38,11 +38,12 @@ def load_recognizer(cfg: AssistantConfig, corpus: list[str]) -> Recognizer:
     return PocketSphinxRecognizer(corpus, cache, free=cfg.asr.free_pass or not corpus, cmn=cmn)
 
 
-def load_spotter(cfg: AssistantConfig) -> Spotter:
-    """The wake phrase plus the barge-in phrases, each with its threshold."""
+def load_spotter(cfg: AssistantConfig, *, learn: bool = True) -> Spotter:
+    """The wake phrase plus the barge-in phrases, each with its threshold. `learn`: save what it
+    learns of the microphone (feature means) for the next run; a one-off file run only reads it."""
     from assistant.asr.pocketsphinx import KeyphraseSpotter
 
     phrases = {cfg.wake_word.phrase.lower(): cfg.wake_word.threshold}
     for p in cfg.wake_word.stop_phrases:
         phrases.setdefault(p.lower(), cfg.wake_word.stop_threshold)
-    return KeyphraseSpotter(phrases, cfg.wake_word.resolved_cmn_file)
+    return KeyphraseSpotter(phrases, cfg.wake_word.resolved_cmn_file, learn=learn)

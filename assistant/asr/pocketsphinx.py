@@ -172,8 +172,8 @@ class KeyphraseSpotter:
     ends an utterance, which updates the means; they are saved to `cmn_file` for the next run.
     """
 
-    def __init__(self, phrases: dict[str, float], cmn_file: Path | None = None):
-        self._cmn_file = cmn_file
+    def __init__(self, phrases: dict[str, float], cmn_file: Path | None = None, *, learn: bool = True):
+        self._cmn_file = cmn_file if learn else None  # read either way; written only by a loop that learns
         self._d = _decoder(read_cmn(cmn_file), lm=None)
         missing = sorted({w for p in phrases for w in p.split() if self._d.lookup_word(w) is None})
         if missing:

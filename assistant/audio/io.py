@@ -52,8 +52,8 @@ def read_wav(path: str | Path, rate: int = RATE) -> np.ndarray:
         data, file_rate = sf.read(str(p), dtype="float32", always_2d=True)
     except (RuntimeError, sf.LibsndfileError) as e:
         raise AudioError(f"audio file {p} cannot be read: {e}") from e
-    mono = data.mean(axis=1) * 32767.0
-    return resample(np.clip(mono, -32768, 32767), file_rate, rate) if file_rate != rate else mono.astype(np.int16)
+    mono = np.clip(data.mean(axis=1) * 32767.0, -32768, 32767)  # float files may exceed full scale: clip, never wrap
+    return resample(mono, file_rate, rate) if file_rate != rate else mono.astype(np.int16)
 
 
 def write_wav(path: str | Path, samples: np.ndarray, rate: int) -> None:

@@ -74,7 +74,7 @@ def _voice_turn(assistant, said: str | None, wav: Path | None, tts_out: Path | N
 
     speaker = BufferSpeaker()
     try:
-        loop = build_voice(assistant, speaker, wake_word=wake)
+        loop = build_voice(assistant, speaker, wake_word=wake, learn=False)  # a file run reads, never writes, state
         try:
             if wav is not None:
                 loop.run(frames(read_wav(wav)))

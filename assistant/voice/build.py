@@ -10,13 +10,17 @@ from assistant.voice.commands import voice_corpus
 from assistant.voice.loop import VoiceLoop
 
 
-def build_voice(assistant: Assistant, speaker: Speaker, *, wake_word: bool | None = None) -> VoiceLoop:
-    """Loads the recognizer, VAD, spotter and voice once; `wake_word` overrides the config."""
+def build_voice(
+    assistant: Assistant, speaker: Speaker, *, wake_word: bool | None = None, learn: bool = True
+) -> VoiceLoop:
+    """Loads the recognizer, VAD, spotter and voice once; `wake_word` overrides the config. `learn`:
+    the live loop keeps what it learns of the microphone; a file run (`ask --wav`) only reads it, so
+    the same file gives the same transcript every time."""
     cfg = assistant.cfg
     if wake_word is not None and wake_word != cfg.wake_word.enabled:
         cfg = cfg.model_copy(update={"wake_word": cfg.wake_word.model_copy(update={"enabled": wake_word})})
     recognizer = load_recognizer(cfg, voice_corpus(cfg, assistant.router))
-    spotter = load_spotter(cfg) if cfg.wake_word.enabled or cfg.wake_word.stop_phrases else None
+    spotter = load_spotter(cfg, learn=learn) if cfg.wake_word.enabled or cfg.wake_word.stop_phrases else None
     return VoiceLoop(
         assistant, recognizer, Endpointer(load_vad(cfg.vad), cfg.vad), load_tts(cfg.tts), speaker, spotter, cfg=cfg
     )
