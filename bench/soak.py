@@ -41,9 +41,9 @@ LOCAL = [
     "list my timers",
     "turn on the kitchen light",
     "turn off the fan",
-    "1+" * 999 + "1",
-    "what is 5 plus caf\udce9",
 ]
+# Inputs that once ended `ask` and `chat` (a 1,000-term sum reaches the LLM as a 2,000-token prompt).
+HOSTILE = ["1+" * 999 + "1", "what is 5 plus caf\udce9"]
 # Must never reach a device: they are counted as wrongly sent if the sink sees more than LOCAL's.
 NOT_COMMANDS = ["don't unlock the front door", "is the front door locked", "never turn on the fan"]
 LLM = ["why is the sky blue", "how do I boil an egg", "what is the capital of australia", "tell me a fun fact"]
@@ -73,7 +73,7 @@ def main() -> None:
     assistant.warm()
 
     lock = threading.Lock()
-    errors: Counter[str] = Counter()
+    errors: dict[str, Counter[str]] = {"local": Counter(), "llm": Counter(), "hostile": Counter()}
     exceptions: list[str] = []
     latency: dict[str, list[float]] = {"local": [], "llm": []}
     timers_set = 0
@@ -96,6 +96,8 @@ def main() -> None:
                 text = f"set a timer for {rng.randint(1, 3)} seconds"
             elif r < 0.25:
                 text = rng.choice(NOT_COMMANDS)
+            elif r < 0.3:
+                text = rng.choice(HOSTILE)
             else:
                 text = rng.choice(LOCAL)
             t0 = time.perf_counter()
@@ -108,7 +110,7 @@ def main() -> None:
             with lock:
                 latency["llm" if llm else "local"].append(time.perf_counter() - t0)
                 if result.error:
-                    errors[result.error] += 1
+                    errors["llm" if llm else "hostile" if text in HOSTILE else "local"][result.error] += 1
                 if text.startswith("set a timer") and result.error is None and "starting now" in result.text:
                     timers_set += 1
                 if text.startswith("turn ") and result.error is None:
@@ -147,7 +149,7 @@ def main() -> None:
         "rss_mb_by_quarter": quarters,
         "exceptions": len(exceptions),
         "exception_samples": exceptions[:5],
-        "turn_errors": dict(errors),
+        "turn_errors": {kind: dict(c) for kind, c in errors.items()},
         "suspended_skills": sorted(n for n, s in assistant.runtime.skills.items() if s.suspended),
         "timers_set": timers_set,
         "timers_announced": len(announced),
