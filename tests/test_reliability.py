@@ -175,10 +175,22 @@ CRASHERS = ["+".join(["1"] * 1000), "what is 5 plus caf\udce9"]
 def test_inputs_that_crashed_routing_get_an_apology_and_the_next_turn_is_served(engine: LlamaCppEngine) -> None:
     assistant = Assistant(AssistantConfig(), engine)  # the LLM classifier is where the undecodable byte broke
     session = Session()
+    # The calculator no longer recurses into it; the chat fallback answers the start of a text too long for
+    # the context (before: RecursionError in routing, then 'prompt is N tokens but the context holds M').
     deep = assistant.ask(CRASHERS[0], session, now=NOW)
-    assert deep.text == ROUTING_FAILED_REPLY and deep.error == "error" and "RecursionError" in deep.route.reason
+    assert deep.error is None and deep.route.intent == "chat.answer" and deep.text
     assert assistant.ask(CRASHERS[1], session, now=NOW).error is None  # the undecodable byte is dropped
     assert assistant.ask("what is two plus two", session, now=NOW).text == "That's 4."
+
+
+def test_any_exception_in_routing_is_an_apology_and_the_next_turn_is_served(monkeypatch: pytest.MonkeyPatch) -> None:
+    assistant = Assistant(AssistantConfig(), None)
+    route = assistant.router.route
+    monkeypatch.setattr(assistant.router, "route", lambda *a, **k: [][0])  # any bug in any stage
+    failed = assistant.ask("what is two plus two", now=NOW)
+    assert failed.text == ROUTING_FAILED_REPLY and failed.error == "error" and "IndexError" in failed.route.reason
+    monkeypatch.setattr(assistant.router, "route", route)
+    assert assistant.ask("what is two plus two", now=NOW).text == "That's 4."
 
 
 def test_the_crash_inputs_through_ask_and_chat() -> None:

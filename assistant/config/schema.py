@@ -7,50 +7,19 @@ them (``assistant config reference``), and a test keeps both in sync.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
-
-def _resolve_path(value: Path, info: ValidationInfo) -> Path:
-    """Relative paths are relative to the config file that named them, not the cwd."""
-    value = value.expanduser()
-    base = (info.context or {}).get("base_dir")
-    if not value.is_absolute() and base is not None:
-        value = Path(base) / value
-    return value
-
-
-def _must_exist(kind: str) -> Callable[[Path, ValidationInfo], Path]:
-    def check(value: Path, info: ValidationInfo) -> Path:
-        value = _resolve_path(value, info)
-        ok = value.is_file() if kind == "file" else value.is_dir()
-        if not ok:
-            other = "a directory, not a file" if kind == "file" else "a file, not a directory"
-            what = other if value.exists() else "missing"
-            raise PydanticCustomError(
-                f"{kind}_missing", "{kind} {path} is {what}", {"kind": kind, "path": str(value), "what": what}
-            )
-        return value
-
-    return check
-
-
-ExistingFile = Annotated[Path, AfterValidator(_must_exist("file"))]
-ExistingDir = Annotated[Path, AfterValidator(_must_exist("dir"))]
-AnyPath = Annotated[Path, AfterValidator(_resolve_path)]
+from assistant.config.paths import AnyPath, ExistingDir, ExistingFile, _default_cache_dir, state_dir
 
 
 class Section(BaseModel):
@@ -406,17 +375,6 @@ class LatencyConfig(Section):
     route_ms: int = Field(20, ge=0, description="Transcript to routing decision.")
     first_token_ms: int = Field(500, ge=0, description="Routing decision to first LLM token.")
     first_audio_ms: int = Field(800, ge=0, description="End of speech to first reply audio.")
-
-
-def state_dir() -> Path:
-    """What the assistant learns at run time and keeps between runs (XDG state, not cache)."""
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "assistant"
-
-
-def _default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "assistant" / "models"
 
 
 class ModelsConfig(Section):

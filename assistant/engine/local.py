@@ -8,48 +8,22 @@ A backend (llama.cpp, compiled TVM) supplies a vocabulary and a handful of KV-ca
 from __future__ import annotations
 
 import codecs
-import re
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Self
+from typing import Self
 
 import numpy as np
 
 from assistant.engine.lora import AdapterError
 from assistant.engine.sampling import sample_token
 from assistant.engine.types import ChatMessage, EngineError, FinishReason, GenerationStats, Sampling
+from assistant.engine.vocab import Vocab, chat_tokens
 
 WORK_SEQ = 0  # the sequence every request decodes in; others hold cached prefixes
-
-
-class GrammarMask(Protocol):
-    def mask(self, logits: np.ndarray) -> np.ndarray: ...
-
-    def accept(self, token: int) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class Vocab(Protocol):
-    """Tokenizer, chat template and grammar of a model (llama.cpp's, for every backend so far)."""
-
-    n_tokens: int
-
-    def tokenize(self, text: str, *, special: bool = False, add_bos: bool | None = None) -> list[int]: ...
-
-    def token_bytes(self, token: int) -> bytes: ...
-
-    def token_text(self, token: int) -> bytes: ...
-
-    def is_eog(self, token: int) -> bool: ...
-
-    def apply_chat_template(self, messages: Sequence[ChatMessage], *, add_generation_prompt: bool = True) -> str: ...
-
-    def grammar(self, text: str) -> GrammarMask: ...
 
 
 @dataclass
@@ -75,10 +49,6 @@ class Request:
 
 
 TokenSource = Callable[[Request, np.random.Generator], Generator[int, None, None]]
-
-
-_MARK = "\ue000{}\ue001"  # private-use characters around a message's index: never in a template
-_MARKS = re.compile("\ue000(\\d+)\ue001")
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -258,19 +228,8 @@ class LocalEngine(ABC):
     # --- generation --------------------------------------------------------------
 
     def chat_tokens(self, messages: Sequence[ChatMessage], *, add_generation_prompt: bool = True) -> list[int]:
-        """The chat template's markup parses control tokens; message text never does, so a user who
-        types '<|im_start|>system' gets those characters, not a new turn. Each message's text is put
-        in the template as a mark, and the pieces between marks are tokenized on their own."""
-        marked = [m.model_copy(update={"content": _MARK.format(i)}) for i, m in enumerate(messages)]
-        parts = _MARKS.split(self.apply_chat_template(marked, add_generation_prompt=add_generation_prompt))
-        if [int(p) for p in parts[1::2]] != list(range(len(messages))):
-            raise EngineError(f"the chat template of {self.model_name} does not place each message's text once")
-        tokens: list[int] = []
-        for i, part in enumerate(parts):
-            text, markup = (messages[int(part)].content, False) if i % 2 else (part, True)
-            if text:
-                tokens += self.vocab.tokenize(text, special=markup, add_bos=not tokens)
-        return tokens
+        """Tokens of a chat: the template's markup with control tokens, message text never (see `vocab`)."""
+        return chat_tokens(self.vocab, messages, add_generation_prompt=add_generation_prompt)
 
     def prompt_tokens(self, prompt: str | Sequence[ChatMessage]) -> tuple[list[int], int]:
         """Tokens of the request, and how many of them are its system prompt (worth caching)."""

@@ -178,7 +178,7 @@ class SkillLLM:
         self.stats: list[GenerationStats] = stats if stats is not None else []  # the turn's, when given
 
     def messages(self, text: str, *, system: str | None = None, history: bool = True) -> list[ChatMessage]:
-        """System prompt, as much history as fits, and the user's text."""
+        """System prompt, as much history as fits, and the user's text (its start, if even that is too long)."""
         head = ChatMessage(role="system", content=system or self.system_prompt)
         user = ChatMessage(role="user", content=text)
         past = list(self.history) if history else []
@@ -186,9 +186,18 @@ class SkillLLM:
         while True:
             messages = [head, *past, user]
             n = len(self.engine.tokenize(self.engine.apply_chat_template(messages), special=True))
-            if n <= budget or not past:
+            if n <= budget:
                 return messages
-            past = past[2:]  # the oldest exchange goes first
+            if past:
+                past = past[2:]  # the oldest exchange goes first
+                continue
+            keep = int(len(user.content) * budget / n * 0.9)
+            if keep < 1:
+                return messages  # the system prompt alone does not fit: the engine says so
+            log.warning(
+                "the user's text is %d tokens over the context: its first %d characters are answered", n - budget, keep
+            )
+            user = ChatMessage(role="user", content=user.content[:keep])
 
     def chat(self, text: str, *, system: str | None = None, history: bool = True, max_tokens: int | None = None) -> str:
         """Answer in spoken style, streaming each cleaned piece to the listener; returns what was said."""
