@@ -13,7 +13,7 @@ import re
 import unicodedata
 from typing import Literal
 
-from assistant.text import normalize
+from assistant.text import COURTESY, normalize
 
 Concern = Literal["negation", "question", "injection"]
 
@@ -29,7 +29,7 @@ _NEGATION = re.compile(
     r"\b(?:don't|dont|do not|does not|doesn't|did not|didn't|never|not|no need to|mustn't|must not|shouldn't|"
     rf"should not|won't|wont|will not|avoid|refrain from)\b(?: \w+){{0,4}}? \b(?:{_ACTION_VERBS})\b"
 )
-_COURTESY = re.compile(r"^(?:(?:please|hey|ok|okay|so|can you|could you|would you|will you|i want you to) )+")
+_COURTESY = re.compile(COURTESY)
 _QUESTION = re.compile(
     r"^(?:is|are|was|were|am|does|do|did|has|have|had|what|which|who|whom|whose|when|where|why|how|should|shall|"
     r"may|might|isn't|aren't|doesn't|didn't|hasn't|haven't)\b|^(?:tell me|let me know|check|find out) "

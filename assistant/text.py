@@ -9,7 +9,11 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["normalize"]
+__all__ = ["COURTESY", "normalize"]
+
+# Politeness before a request ("could you ...", "please ..."), in normalized words: the router strips
+# it to match a command, the safety check to tell a polite request from a question.
+COURTESY = r"^(?:(?:please|hey|ok|okay|so|can you|could you|would you|will you|i want you to) )+"
 
 
 def normalize(text: str) -> str:

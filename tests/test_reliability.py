@@ -415,3 +415,11 @@ def test_float_audio_above_full_scale_is_clipped_not_wrapped(tmp_path: Path) -> 
         sf.write(str(path), np.full(rate // 10, 1.5, dtype=np.float32), rate, subtype="FLOAT")
         samples = read_wav(path)
         assert samples.min() > 0 and samples.max() == 32767, rate  # 1.5 x full scale wrapped to negative before
+
+
+def test_a_command_the_device_cannot_do_is_refused_not_asked_about(tmp_path: Path) -> None:
+    cfg = _home(tmp_path)
+    assistant = Assistant(cfg, None)
+    _llm_chose(assistant, "home.open", {"device": "front door"})  # 'open' is sensitive, but a lock cannot open
+    reply = assistant.ask("open up", now=NOW)
+    assert reply.text == "The front door can't open." and not reply.follow_up and _sent(cfg) == []

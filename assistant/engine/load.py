@@ -33,7 +33,7 @@ def load_engine(cfg: AssistantConfig, store: ModelStore | None = None, reporter:
     store = store or model_store(cfg)
     e = cfg.engine
     for problem in context_problems(cfg, store):
-        log.warning("%s (%s)", problem.render(), problem.fix)
+        log.warning("%s", problem.render())
     manifest = store.get(e.base_model)
     path = store.prepare(manifest, reporter)
     engine = _load_base(cfg, path, manifest.sha256)
@@ -134,7 +134,7 @@ def context_problems(cfg: AssistantConfig, store: ModelStore | None = None) -> l
     if base is None or path is None or not path.is_file():
         return []
     try:
-        fields = read_keys(path, {f"{base.architecture}.context_length", f"{base.architecture}.block_count"})
+        fields = read_keys(path, {f"{base.architecture}.context_length"})
     except (GGUFHeaderError, OSError):
         return []
     trained = fields.get(f"{base.architecture}.context_length")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
@@ -47,6 +48,11 @@ class GenerationStats(BaseModel):
     queued_s: float = Field(0.0, description="Waiting for the engine, busy with another request, before starting.")
     queued_since: float | None = Field(None, exclude=True, description="perf_counter() while waiting, else None.")
     finish_reason: FinishReason | None = None
+
+    def waited_s(self) -> float:
+        """Time spent waiting for the engine so far (while still waiting, up to now)."""
+        waiting = time.perf_counter() - self.queued_since if self.queued_since is not None else 0.0
+        return self.queued_s + waiting
 
     @property
     def decode_tok_s(self) -> float:

@@ -93,7 +93,7 @@ class LlmClassifier:
             gen = self.engine.generate(messages, max_tokens=16, grammar=grammar, adapter=self.adapter, cancel=cancel)
             t0 = time.perf_counter()
             for _ in gen:  # the budget is the classifier's own time, not the wait for a busy engine
-                if time.perf_counter() - t0 - gen.stats.queued_s > self.timeout_s:
+                if time.perf_counter() - t0 - gen.stats.waited_s() > self.timeout_s:
                     cancel.set()
             if gen.stats.finish_reason == "cancelled":
                 log.warning("intent classifier took over %.1f s: the chat fallback answers", self.timeout_s)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from assistant.router.templates import Template, TemplateError, compile_template
 from assistant.skills.api import Intent
 from assistant.skills.slots import Slot, Text
-from assistant.text import normalize
+from assistant.text import COURTESY, normalize
 
 Stage = Literal["template", "follow_up", "classifier", "fallback"]
 
@@ -196,7 +196,7 @@ class Router:
 
 
 # Politeness around a command does not change it: "could you set a timer please".
-_COURTESY = re.compile(r"^(?:(?:please|hey|ok|okay|so|can you|could you|would you|will you|i want you to) )+| please$")
+_COURTESY = re.compile(rf"{COURTESY}| please$")
 _FILLER = re.compile(r"^(?:(?:uh|um|well|ok|okay|so|for|in|at|to|about|it's|its|make it|let's say|say|the|on)\s+)+")
 
 

@@ -61,8 +61,7 @@ class TurnOutput:
 
     def queued_s(self) -> float:
         """Time the turn's generations spent waiting for the shared engine (busy with other callers)."""
-        now = time.perf_counter()
-        return sum(s.queued_s + (now - s.queued_since if s.queued_since is not None else 0.0) for s in self.stats)
+        return sum(s.waited_s() for s in self.stats)
 
     def emit(self, text: str) -> None:
         if not text:

@@ -116,6 +116,10 @@ class Home:
         return matches[0]
 
     def execute(self, command: HomeCommand) -> HomeDevice:
+        return self.send(self.check(command), command)
+
+    def check(self, command: HomeCommand) -> HomeDevice:
+        """The device the command is for, if the command fits it; else a `HomeError` fit to be spoken."""
         device = self.resolve(command.device, command.room)
         if command.action not in ACTIONS_BY_KIND[device.kind]:
             raise HomeError(f"The {device.name} can't {command.action.replace('_', ' ')}.")
@@ -125,6 +129,10 @@ class Home:
                 raise HomeError(f"To what value should I set the {device.name}?")
             if not bounds[0] <= command.value <= bounds[1]:
                 raise HomeError(f"{command.value:g} is out of range for the {device.name}.")
+        return device
+
+    def send(self, device: HomeDevice, command: HomeCommand) -> HomeDevice:
+        """Send a checked command."""
         as_framework(self.sink.send, device, command)  # a network sink needs no permission of the skill
         self.sent.append((device, command))
         return device
@@ -157,8 +165,8 @@ class TurnHome:
         return self._home.rooms()
 
     def execute(self, command: HomeCommand) -> HomeDevice:
-        device = self._home.resolve(command.device, command.room)
+        device = self._home.check(command)  # a command that cannot run is refused, not asked about
         cfg = self._home.cfg
         if not self.confirmed and (command.action in cfg.confirm_actions or device.kind in cfg.sensitive_kinds):
             raise ConfirmationNeeded(command, device)
-        return self._home.execute(command)
+        return self._home.send(device, command)

@@ -29,8 +29,9 @@ _W = "(?:" + "|".join(sorted(_UNITS + _TENS + _SCALES, key=len, reverse=True)) +
 _DIGITS = r"-?\d+(?:\.\d+)?"
 # "twenty five", "one hundred and twenty", "two point five", "25", "a hundred"
 NUMBER = rf"(?:{_DIGITS}|(?:an? (?={_W}))?{_W}(?: (?:and |point )?{_W})*)"
-_SIGN = re.compile(r"(?:-|minus|negative) ?(?=\S)")
-SIGNED_NUMBER = rf"(?:(?:-|minus|negative) ?)?{NUMBER}"  # a Number slot's: '-6 celsius', 'minus six degrees'
+_SIGN_WORD = r"(?:-|minus|negative) ?"
+_SIGN = re.compile(rf"{_SIGN_WORD}(?=\S)")
+SIGNED_NUMBER = rf"(?:{_SIGN_WORD})?{NUMBER}"  # a Number slot's: '-6 celsius', 'minus six degrees'
 _ORD = "(?:" + "|".join(sorted(_ORDINALS, key=len, reverse=True)) + ")"
 ORDINAL = rf"(?:\d{{1,2}}(?:st|nd|rd|th)?|(?:twenty |thirty )?{_ORD}|{_W})"
 _UNIT_NAMES = {

@@ -171,8 +171,8 @@ class LlamaCppEngine(LocalEngine):
                 # No free KV cells: the cached prefixes give way. The request starts over on an empty
                 # cache rather than in the slots' freed cells (see the README's known defect).
                 redo = [*self._cached[: start_pos + off], *tokens[off:]]
-                log.info("KV cache full: dropping %d cached prefixes and re-evaluating %d tokens", len(self._slots),
-                         len(redo))  # fmt: skip
+                held = sum(bool(slot.tokens) for slot in self._slots)
+                log.info("KV cache full: dropping %d cached prefixes and re-evaluating %d tokens", held, len(redo))
                 self.reset()
                 self._decode(redo, 0)
                 return
