@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel, Field
 
-from assistant.config.schema import AssistantConfig
+from assistant.config.schema import AssistantConfig, profile_of
 from assistant.engine import ChatMessage, Engine, GenerationStats, load_engine, sampling_from_config
 from assistant.modelstore import ModelStore, Reporter
 from assistant.router import Route, Router, normalize, parse_answer
@@ -114,9 +114,18 @@ class Assistant:
         self.router = Router(intents)
         if engine is not None and cfg.skills.classifier:
             name = cfg.skills.classifier_adapter
-            adapter = name if name in cfg.adapters else None
+            adapter = name if name in engine.adapters else None
+            decides = cfg.skills.classifier_decides
+            if decides is None:
+                profile = profile_of(engine.base_model)
+                decides = adapter is not None or (profile is not None and profile.classifier_decides)
             self.router.classifier = LlmClassifier(
-                engine, intents, self.router.templates, adapter=adapter, timeout_s=cfg.skills.classifier_timeout_s
+                engine,
+                intents,
+                self.router.templates,
+                adapter=adapter,
+                llm_decides=decides,
+                timeout_s=cfg.skills.classifier_timeout_s,
             )
         for problem in self.router.problems:
             log.warning("%s", problem)
@@ -126,8 +135,13 @@ class Assistant:
         return cls(cfg, load_engine(cfg, store, reporter))
 
     def warm(self) -> list[str]:
-        """Prefill the LLM skills' prompts now rather than on their first turn; returns their names."""
-        return self.runtime.warm()
+        """Prefill the LLM skills' and the classifier's prompts now rather than on their first turn; returns
+        the names of what was warmed."""
+        warmed = self.runtime.warm()
+        if self.router.classifier is not None:
+            self.router.classifier.warm()
+            warmed.append("classifier")
+        return warmed
 
     @property
     def problems(self) -> list[str]:

@@ -58,7 +58,10 @@ def _on_off(verb: str) -> list[str]:
 
 
 @skill.intent(
-    "turn_on", templates=[*_on_off("on"), f"(light up|start) {_THE} [{{room}}] {{device}} {_WHERE}"], slots=SLOTS
+    "turn_on",
+    templates=[*_on_off("on"), f"(light up|start) {_THE} [{{room}}] {{device}} {_WHERE}"],
+    slots=SLOTS,
+    examples=["switch on the bedroom fan", "could you put the lamp on"],
 )
 def turn_on(ctx: Context) -> Reply:
     """Switch a device on."""
@@ -66,7 +69,10 @@ def turn_on(ctx: Context) -> Reply:
 
 
 @skill.intent(
-    "turn_off", templates=[*_on_off("off"), f"(stop|kill) {_THE} [{{room}}] {{device}} {_WHERE}"], slots=SLOTS
+    "turn_off",
+    templates=[*_on_off("off"), f"(stop|kill) {_THE} [{{room}}] {{device}} {_WHERE}"],
+    slots=SLOTS,
+    examples=["shut off the coffee machine", "lights off in the bedroom"],
 )
 def turn_off(ctx: Context) -> Reply:
     """Switch a device off."""
@@ -80,6 +86,7 @@ def turn_off(ctx: Context) -> Reply:
         f"(dim|brighten) {_THE} [{{room}}] {{device}} {_WHERE} to {{level}} [percent]",
     ],
     slots={**SLOTS, "level": Number(minimum=0, maximum=100, required=True, prompt="To what level, in percent?")},
+    examples=["bring the kitchen light down to forty percent", "fan at sixty percent"],
 )
 def set_level(ctx: Context) -> Reply:
     """Set a light, fan or blinds to a level in percent."""
@@ -94,6 +101,7 @@ def set_level(ctx: Context) -> Reply:
         "make it {temperature} degrees [in here|in the {room}]",
     ],
     slots={"temperature": Number(minimum=5, maximum=35, required=True, prompt="To how many degrees?"), "room": _ROOM},
+    examples=["heating to twenty degrees", "i'd like it at twenty two degrees"],
 )
 def set_temperature(ctx: Context) -> Reply:
     """Set the thermostat."""
@@ -104,25 +112,45 @@ def set_temperature(ctx: Context) -> Reply:
     return _run(ctx, "set_temperature", ctx.slots["temperature"])
 
 
-@skill.intent("open", templates=[f"(open|raise) {_THE} [{{room}}] {{device}} {_WHERE}"], slots=SLOTS)
+@skill.intent(
+    "open",
+    templates=[f"(open|raise) {_THE} [{{room}}] {{device}} {_WHERE}"],
+    slots=SLOTS,
+    examples=["raise the shades", "open up the blinds in the living room"],
+)
 def open_(ctx: Context) -> Reply:
     """Open blinds."""
     return _run(ctx, "open")
 
 
-@skill.intent("close", templates=[f"(close|lower|shut) {_THE} [{{room}}] {{device}} {_WHERE}"], slots=SLOTS)
+@skill.intent(
+    "close",
+    templates=[f"(close|lower|shut) {_THE} [{{room}}] {{device}} {_WHERE}"],
+    slots=SLOTS,
+    examples=["lower the shades", "shut the blinds"],
+)
 def close(ctx: Context) -> Reply:
     """Close blinds."""
     return _run(ctx, "close")
 
 
-@skill.intent("lock", templates=[f"lock {_THE} [{{room}}] {{device}} {_WHERE}"], slots=SLOTS)
+@skill.intent(
+    "lock",
+    templates=[f"lock {_THE} [{{room}}] {{device}} {_WHERE}"],
+    slots=SLOTS,
+    examples=["lock up the front door", "lock the door for the night"],
+)
 def lock(ctx: Context) -> Reply:
     """Lock a door."""
     return _run(ctx, "lock")
 
 
-@skill.intent("unlock", templates=[f"unlock {_THE} [{{room}}] {{device}} {_WHERE}"], slots=SLOTS)
+@skill.intent(
+    "unlock",
+    templates=[f"unlock {_THE} [{{room}}] {{device}} {_WHERE}"],
+    slots=SLOTS,
+    examples=["unlock the front door", "the door needs unlocking"],
+)
 def unlock(ctx: Context) -> Reply:
     """Unlock a door."""
     return _run(ctx, "unlock")

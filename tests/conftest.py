@@ -12,7 +12,8 @@ from assistant.modelstore import ModelStore
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-DEFAULT_MODEL = "smollm2-135m-instruct-q4_1"
+DEFAULT_MODEL = "smollm2-135m-instruct-q4_1"  # the small profile's base: fast enough for most tests
+STANDARD_MODEL = "qwen2.5-coder-1.5b-instruct-q4_k_m"
 
 
 @pytest.fixture(autouse=True)
@@ -28,6 +29,22 @@ def default_model_path() -> Path:
     """The real default GGUF, installed by scripts/install.sh (a failure here means the install is broken)."""
     store = ModelStore.from_config(load_config())
     return store.locate(store.get(DEFAULT_MODEL))
+
+
+@pytest.fixture(scope="session")
+def standard_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The standard profile's 1.5B base, assembled in the tests' cache from the packages scripts/test.sh installs."""
+    from assistant.engine import model_store
+
+    with pytest.MonkeyPatch.context() as mp:  # the tests' cache, as _isolated_cache sets it for each test
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
+        store = model_store(load_config())
+        manifest = store.get(STANDARD_MODEL)
+        if store.missing_packages(manifest):
+            pytest.skip(
+                f"the standard model's packages are missing: assistant models prepare {STANDARD_MODEL} --install"
+            )
+        return store.prepare(manifest)
 
 
 @pytest.fixture(scope="session")

@@ -35,6 +35,7 @@ def test_embedded_default_is_complete_and_matches_the_models() -> None:
     # The shipped file is generated from the models; a stale copy would mislead integrators.
     assert default_toml_text() == render_default_toml()
     assert set(tomllib.loads(default_toml_text())) == {
+        "profile",
         "adapters",
         "home",
         "audio",
@@ -76,12 +77,27 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
     assert cfg.adapters["home"].scale == 0.5
 
 
-def test_an_adapter_without_a_path_is_the_shipped_one_of_that_name(tmp_path: Path) -> None:
-    f = tmp_path / "conf.toml"
-    f.write_text("[adapters.router]\n[adapters.chat]\nscale = 0.8\n")
-    cfg = load_config(f)
-    assert cfg.adapters["router"].path == ROOT / "adapters" / "router" / "router.gguf"
-    assert cfg.adapters["chat"].path == ROOT / "adapters" / "chat" / "chat.gguf" and cfg.adapters["chat"].scale == 0.8
+def test_profiles_choose_the_base_its_draft_and_the_adapters_shipped_for_that_base(tmp_path: Path) -> None:
+    standard = load_config()
+    assert (standard.profile, standard.engine.base_model) == ("standard", "qwen2.5-coder-1.5b-instruct-q4_k_m")
+    assert standard.engine.draft_model == "qwen2.5-coder-0.5b-instruct-q4_k_m" and standard.engine.speculative.enabled
+    f = tmp_path / "small.toml"
+    f.write_text('profile = "small"\n[adapters.chat]\nscale = 0.8\n[adapters.home]\nenabled = false\n')
+    small = load_config(f)
+    assert small.engine.base_model == "smollm2-135m-instruct-q4_1" and small.engine.draft_model is None
+    # Shipped adapters are on by default; a table tunes one, `enabled = false` turns one off.
+    assert sorted(small.adapters) == ["chat", "router"]
+    assert small.adapters["router"].path == ROOT / "adapters" / "router" / "router.gguf"
+    assert (
+        small.adapters["chat"].path == ROOT / "adapters" / "chat" / "chat.gguf" and small.adapters["chat"].scale == 0.8
+    )
+    # A base of one's own keeps its own choices: no profile draft, no adapters made for another base.
+    f.write_text('profile = "small"\n[engine]\nbase_model = "qwen2.5-coder-0.5b-instruct-q4_k_m"\n')
+    own = load_config(f)
+    assert own.engine.draft_model is None and own.adapters == {}
+    f.write_text('[engine]\nbase_model = "qwen2.5-coder-0.5b-instruct-q4_k_m"\n[adapters.router]\n')
+    with pytest.raises(ConfigError, match="no adapter of that name is shipped for base model qwen2.5-coder-0.5b"):
+        load_config(f)
     # an unknown name without a path: tests/fixtures/config/broken/unknown_shipped_adapter.toml
 
 
@@ -105,6 +121,7 @@ def test_every_problem_is_reported_not_just_the_first() -> None:
 
 
 @pytest.mark.parametrize("path", BROKEN, ids=[p.stem for p in BROKEN])
+@pytest.mark.usefixtures("standard_model_path")  # `config check` reports a default model that is not ready
 def test_config_check_explains_each_broken_file(path: Path) -> None:
     expected = _expectations(path)
     assert expected, f"{path} has no '# expect:' line"
@@ -125,12 +142,14 @@ def test_config_check_explains_each_broken_file(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", VALID, ids=[p.stem for p in VALID])
+@pytest.mark.usefixtures("standard_model_path")
 def test_config_check_accepts_valid_files(path: Path) -> None:
     result = runner.invoke(app, ["config", "check", str(path)])
     assert result.exit_code == 0, result.output
     assert f"{path}: ok" in result.output
 
 
+@pytest.mark.usefixtures("standard_model_path")
 def test_config_check_reports_each_file_and_fails_if_any_is_bad() -> None:
     result = runner.invoke(app, ["config", "check", str(VALID[0]), str(BROKEN[0])])
     assert result.exit_code == 2
@@ -171,6 +190,7 @@ def test_reference_write_refuses_outside_a_source_checkout(tmp_path: Path, monke
     assert not (installed / "config" / "default.toml").exists()
 
 
+@pytest.mark.usefixtures("standard_model_path")
 def test_thread_oversubscription_is_a_warning_not_an_error(tmp_path: Path) -> None:
     from assistant.config.checks import check_references
 

@@ -1,6 +1,6 @@
 """Router classifier: an utterance no template matched -> the intent label, or `chat`.
 
-The prompt is the router's own (`LlmClassifier.system`, built from the installed skills'
+The prompt is the router's own (`LlmClassifier.prompt`, built from the installed skills'
 labels and descriptions). Training sentences come from three sources: hand-written paraphrase
 patterns of the built-in intents (filled with durations, devices, numbers, phrases), samples of
 every installed intent's templates and examples, and questions that belong to chat (the chat
@@ -109,7 +109,7 @@ def _router() -> Router:
 @cache
 def _classifier_prompt() -> str:
     router = _router()
-    return LlmClassifier(None, _intents(router), router.templates).system
+    return LlmClassifier(None, _intents(router), router.templates).prompt[0].content
 
 
 def _intents(router: Router) -> list[tuple[str, Intent]]:

@@ -60,14 +60,15 @@ def check_references(cfg: AssistantConfig, cpu_count: int | None = None) -> list
 
     cores = cpu_count or os.cpu_count() or 1
     t = cfg.engine.threads
-    draft = t.draft if cfg.engine.speculative.enabled else 0
-    if t.target + draft > cores:
+    # The draft proposes and the target verifies in turn, so their threads never run at the same time.
+    draft = t.draft if cfg.engine.speculative.enabled and cfg.engine.draft_model is not None else 0
+    if max(t.target, t.target_batch, draft) > cores:
         problems.append(
             ConfigProblem(
                 key="engine.threads",
-                message=f"LLM threads ({t.target}) + draft threads ({draft}) = {t.target + draft} > {cores} cores; "
+                message=f"LLM threads (target {t.target}, prefill {t.target_batch}, draft {draft}) > {cores} cores; "
                 "llama.cpp's spinning threads slow down sharply when oversubscribed",
-                fix=f"lower engine.threads.target so the total is at most {cores}",
+                fix=f"lower engine.threads so that none is above {cores}",
                 severity="warning",
             )
         )

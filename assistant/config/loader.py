@@ -107,16 +107,19 @@ def read_toml(path: Path) -> dict[str, Any]:
         ) from exc
 
 
-def load_config(path: Path | str | None = None, *, env: Mapping[str, str] | None = None) -> AssistantConfig:
-    """Effective config: embedded default, overlaid by `path` (or $ASSISTANT_CONFIG)."""
+def load_config(
+    path: Path | str | None = None, *, env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> AssistantConfig:
+    """Effective config: embedded default, overlaid by `path` (or $ASSISTANT_CONFIG), then by `overrides`
+    (command-line options such as `--profile`)."""
     env = os.environ if env is None else env
     if path is None and env.get(ENV_VAR):
         path = env[ENV_VAR]
     defaults = tomllib.loads(default_toml_text())
     if path is None:
-        return validate_config(defaults, source="<embedded default>", base_dir=None)
+        return validate_config(deep_merge(defaults, overrides or {}), source="<embedded default>", base_dir=None)
     file = Path(path).expanduser()
-    user = read_toml(file)
+    user = deep_merge(read_toml(file), overrides or {})
     return validate_config(deep_merge(defaults, user), source=str(file), base_dir=file.resolve().parent)
 
 

@@ -14,6 +14,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -179,7 +180,9 @@ class SpeculativeConfig(Section):
     """Speculative decoding with a small draft model on the CPU."""
 
     enabled: bool = Field(
-        False, description="Speculate when a draft model is configured and the cost model says it pays."
+        True,
+        description="Speculate when a draft model is configured and the cost model says it pays (on a CPU that "
+        "runs both models, it usually does not: the draft then only costs its memory).",
     )
     max_draft: int = Field(8, ge=1, le=32, description="Upper bound on drafted tokens per step.")
     adaptive: bool = Field(True, description="Pick the draft length from running acceptance statistics.")
@@ -223,11 +226,14 @@ class EngineConfig(Section):
         "with Apache TVM for engine.tvm.target, adapters as run-time inputs of the compiled graph.",
     )
     base_model: str = Field(
-        "smollm2-135m-instruct-q4_1",
-        min_length=1,
-        description="Manifest name of the shared base model (see `assistant models list`).",
+        "",
+        description="Manifest name of the shared base model (see `assistant models list`); empty means the profile's.",
     )
-    draft_model: str | None = Field(None, description="Manifest name of the draft model for speculative decoding.")
+    draft_model: str | None = Field(
+        None,
+        description="Manifest name of the draft model for speculative decoding; unset means the profile's "
+        "when the base model is the profile's.",
+    )
     context_size: int = Field(2048, ge=128, le=131072, description="KV cache size in tokens.")
     batch_size: int = Field(256, ge=1, le=8192, description="Maximum tokens per prefill batch.")
     gpu_layers: int = Field(0, ge=0, le=1000, description="Layers offloaded to a GPU (0 = CPU only).")
@@ -265,15 +271,6 @@ class EngineConfig(Section):
                 "draft_model is the base model itself",
                 {"fix": "choose a smaller model with the same vocabulary as the draft, or remove draft_model"},
             )
-        if self.speculative.enabled and self.draft_model is None:
-            raise PydanticCustomError(
-                "with_fix",
-                "speculative.enabled is true but no draft_model is set",
-                {
-                    "fix": "set engine.draft_model to a smaller model of the base's vocabulary, "
-                    "or set speculative.enabled = false"
-                },
-            )
         return self
 
 
@@ -293,6 +290,12 @@ class SkillsConfig(Section):
         description="Adapter (an `[adapters.NAME]` entry) trained for the classifier prompt; when configured, "
         "the LLM picks among all intents itself (see adapters/router). Unconfigured: nearest examples "
         "propose and the base model only confirms.",
+    )
+    classifier_decides: bool | None = Field(
+        None,
+        description="Let the LLM pick among all intents (true) or only confirm what the nearest examples "
+        "propose (false); unset: it decides when the classifier adapter is loaded or the base model is one "
+        "that can (the standard profile's).",
     )
     classifier_timeout_s: float = Field(
         5.0,
@@ -363,9 +366,54 @@ class AdapterConfig(Section):
     path: ExistingFile | None = Field(
         None,
         description="GGUF LoRA file (relative paths are relative to this file); unset means the adapter of "
-        "this name shipped in `adapters/` (router, chat, home).",
+        "this name shipped for the configured base model (see `profile`).",
     )
     scale: float = Field(1.0, ge=-4, le=4, description="LoRA scale applied at run time.")
+    enabled: bool = Field(True, description="`false` turns off an adapter the profile would load.")
+
+
+class Profile(BaseModel):
+    """What a profile chooses: the base model, its draft, and the adapters shipped for that base."""
+
+    base_model: str
+    draft_model: str | None
+    adapters_dir: str  # under the bundled `adapters/` folder
+    adapters: tuple[str, ...]
+    classifier_decides: bool  # the base picks among all intents without an adapter (measured in bench.router)
+
+
+PROFILES: dict[str, Profile] = {
+    "standard": Profile(
+        base_model="qwen2.5-coder-1.5b-instruct-q4_k_m",
+        draft_model="qwen2.5-coder-0.5b-instruct-q4_k_m",
+        adapters_dir="standard",
+        adapters=(),
+        classifier_decides=True,
+    ),
+    "small": Profile(
+        base_model="smollm2-135m-instruct-q4_1",
+        draft_model=None,
+        adapters_dir=".",
+        adapters=("router", "home", "chat"),
+        classifier_decides=False,
+    ),
+}
+
+
+def profile_of(base_model: str) -> Profile | None:
+    """The profile built on this base model, if any."""
+    return next((p for p in PROFILES.values() if p.base_model == base_model), None)
+
+
+def shipped_adapter(base_model: str, name: str) -> Path | None:
+    """The adapter NAME shipped for BASE_MODEL, if any (adapters fit one base's weights only)."""
+    from assistant.paths import bundled_dir
+
+    for profile in PROFILES.values():
+        path = bundled_dir("adapters") / profile.adapters_dir / name / f"{name}.gguf"
+        if profile.base_model == base_model and path.is_file():
+            return path
+    return None
 
 
 class LatencyConfig(Section):
@@ -410,6 +458,13 @@ class LoggingConfig(Section):
 class AssistantConfig(Section):
     """The whole integrator configuration."""
 
+    profile: Literal["standard", "small"] = Field(
+        "standard",
+        description="`standard`: Qwen2.5-Coder-1.5B as the shared base with Qwen2.5-Coder-0.5B as its CPU draft "
+        "(1.6 GB of model files, about 1.5 GB of memory); `small`: SmolLM2-135M for tiny boards (98 MB). "
+        "The profile fills in engine.base_model, engine.draft_model and the adapters shipped for that base; "
+        "keys you set win.",
+    )
     audio: AudioConfig = Field(default_factory=AudioConfig)
     vad: VadConfig = Field(default_factory=VadConfig)
     wake_word: WakeWordConfig = Field(default_factory=WakeWordConfig)
@@ -425,22 +480,36 @@ class AssistantConfig(Section):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
+    @field_validator("engine")
+    @classmethod
+    def _profile_models(cls, engine: EngineConfig, info: ValidationInfo) -> EngineConfig:
+        profile = PROFILES[info.data.get("profile", "standard")]
+        if not engine.base_model:
+            engine.base_model = profile.base_model
+        if engine.base_model == profile.base_model and engine.draft_model is None:
+            engine.draft_model = profile.draft_model
+        return engine
+
     @field_validator("adapters")
     @classmethod
-    def _shipped_adapters(cls, adapters: dict[str, AdapterConfig]) -> dict[str, AdapterConfig]:
-        from assistant.paths import bundled_dir
-
-        root = bundled_dir("adapters")
-        for name, adapter in adapters.items():
-            if adapter.path is not None:
+    def _shipped_adapters(cls, adapters: dict[str, AdapterConfig], info: ValidationInfo) -> dict[str, AdapterConfig]:
+        engine = info.data.get("engine")
+        if engine is None:  # the engine table is invalid; that error is reported
+            return adapters
+        profile = PROFILES[info.data.get("profile", "standard")]
+        wanted = {name: AdapterConfig() for name in profile.adapters} if engine.base_model == profile.base_model else {}
+        wanted.update(adapters)
+        resolved: dict[str, AdapterConfig] = {}
+        for name, adapter in wanted.items():
+            if not adapter.enabled:
                 continue
-            shipped = root / name / f"{name}.gguf"
-            if not shipped.is_file():
-                have = sorted(p.parent.name for p in root.glob("*/*.gguf"))
+            if adapter.path is None:
+                adapter.path = shipped_adapter(engine.base_model, name)
+            if adapter.path is None:
                 raise PydanticCustomError(
                     "with_fix",
-                    "adapters.{name} has no path and no adapter of that name is shipped ({have})",
-                    {"name": name, "have": ", ".join(have) or "none", "fix": f"set adapters.{name}.path"},
+                    "adapters.{name} has no path and no adapter of that name is shipped for base model {base}",
+                    {"name": name, "base": engine.base_model, "fix": f"set adapters.{name}.path"},
                 )
-            adapter.path = shipped
-        return adapters
+            resolved[name] = adapter
+        return resolved

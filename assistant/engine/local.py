@@ -130,6 +130,10 @@ class LocalEngine(ABC):
         return self._name
 
     @property
+    def base_model(self) -> str:
+        return self._name
+
+    @property
     def n_vocab(self) -> int:
         return self.vocab.n_tokens
 

@@ -122,6 +122,10 @@ class SpeculativeEngine:
     def model_name(self) -> str:
         return f"{self.target.model_name} (draft {self.draft.model_name})"
 
+    @property
+    def base_model(self) -> str:
+        return self.target.base_model
+
     def tokenize(self, text: str, *, special: bool = False) -> list[int]:
         return self.target.tokenize(text, special=special)
 

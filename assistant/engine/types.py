@@ -92,6 +92,11 @@ class Engine(Protocol):
     def model_name(self) -> str: ...
 
     @property
+    def base_model(self) -> str:
+        """Manifest name of the model that answers (the target when speculating)."""
+        ...
+
+    @property
     def context_size(self) -> int:
         """Tokens the context holds: prompts are trimmed to fit it."""
         ...

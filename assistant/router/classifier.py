@@ -4,9 +4,11 @@ The nearest example phrasings (`rapidfuzz`) propose up to three intents; the LLM
 a GBNF grammar restricts to those labels or `chat`, picks one. The prompt is fixed (labels and
 descriptions), so its KV state stays cached across utterances.
 
-With a trained router adapter (`adapters/router`, `[adapters.router]`), the LLM itself is the
-judge: it chooses among every label and `chat`, with no similarity gate, because the adapter
-was trained on paraphrases, out-of-domain questions and near misses to do exactly that.
+With a trained router adapter (`adapters/router`, `[adapters.router]`), or a base model able to
+(`llm_decides`: the standard profile's 1.5B), the LLM itself is the judge: it chooses among every
+label and `chat`, with no similarity gate. Without an adapter its prompt then carries each label's
+example phrasings (few-shot). Decoding stops as soon as the text so far fits only one label, so
+a choice costs the utterance's prefill and one or two decode steps.
 """
 
 from __future__ import annotations
@@ -29,6 +31,25 @@ CHAT = "chat"
 _SYSTEM = (
     "You route requests for a voice assistant. Reply with the label of the request only. "
     "Use 'chat' for questions and conversation that no label covers."
+)
+_FEW_SHOT = (
+    "You route requests for a voice assistant. Reply with the label of the request only.\n"
+    "A request that a label below handles gets that label, however it is phrased: casual, indirect, "
+    "polite or with filler words. Everything else is 'chat': general knowledge, how things work, advice, "
+    "opinions, stories, small talk, and sentences that only mention a device, a timer, a time, a number or a "
+    "language without asking the assistant to do it now."
+)
+_CHAT_LINE = f"\n- {CHAT}: anything else"
+# General questions and near misses as worked examples (none of them is in the held-out routing set).
+_CHAT_SHOTS = (
+    "what is the history of the light bulb",
+    "what is the capital of italy",
+    "how do I make pancakes",
+    "what is a timer in electronics",
+    "who wrote hamlet",
+    "why is the sky blue",
+    "thank you very much",
+    "what does a thermostat do",
 )
 
 
@@ -72,8 +93,28 @@ class LlmClassifier:
             for ex in [*it.examples, *samples]:
                 self.examples.append(normalize(ex))
                 self.example_labels.append(label)
+        self.prompt = self._prompt(few_shot=self.llm_decides and adapter is None)
+
+    def _prompt(self, *, few_shot: bool) -> list[ChatMessage]:
+        """The fixed part of the prompt (its KV state stays cached): labels, and worked examples as turns."""
         lines = [f"- {label}: {it.description or label}" for label, it in self.labels.items()]
-        self.system = f"{_SYSTEM}\nLabels:\n" + "\n".join(lines) + f"\n- {CHAT}: anything else"
+        if not few_shot:  # the router adapter was trained on this one
+            return [ChatMessage(role="system", content=f"{_SYSTEM}\nLabels:\n" + "\n".join(lines) + _CHAT_LINE)]
+        prompt = [ChatMessage(role="system", content=f"{_FEW_SHOT}\nLabels:\n" + "\n".join(lines) + _CHAT_LINE)]
+        # The skill authors' own examples, taken round-robin over the labels with general questions in
+        # between, so that no label is favoured for being last; template expansions read too stiff.
+        shots = [[(ex, label) for ex in it.examples[:2]] for label, it in self.labels.items()]
+        for i, chat in enumerate(_CHAT_SHOTS):
+            shots.insert(1 + i * max(1, len(shots) // len(_CHAT_SHOTS)), [(chat, CHAT)])
+        for rank in range(2):
+            for text, label in (group[rank] for group in shots if len(group) > rank):
+                prompt += [ChatMessage(role="user", content=text), ChatMessage(role="assistant", content=label)]
+        return prompt
+
+    def warm(self) -> None:
+        """Prefill the fixed prompt now, so that the first unmatched utterance does not pay for it."""
+        if self.engine is not None:
+            self._ask("hello", list(self.labels))
 
     def nearest(self, normalized: str, limit: int) -> list[tuple[str, str, float]]:
         """(example, label, similarity 0-100), best first, one per label."""
@@ -87,14 +128,21 @@ class LlmClassifier:
         """The LLM's pick among `labels` and chat (None if the engine failed)."""
         assert self.engine is not None
         grammar = "root ::= " + " | ".join(f'"{label}"' for label in [*labels, CHAT])
-        messages = [ChatMessage(role="system", content=self.system), ChatMessage(role="user", content=text)]
+        messages = [*self.prompt, ChatMessage(role="user", content=text)]
         cancel = threading.Event()
         try:
             gen = self.engine.generate(messages, max_tokens=16, grammar=grammar, adapter=self.adapter, cancel=cancel)
             t0 = time.perf_counter()
+            choices, chosen = [*labels, CHAT], None
             for _ in gen:  # the budget is the classifier's own time, not the wait for a busy engine
+                fits = [c for c in choices if c.startswith(gen.text.strip())]
+                if len(fits) == 1 and chosen is None:  # only this label can follow: skip decoding the rest
+                    chosen = fits[0]
+                    cancel.set()
                 if time.perf_counter() - t0 - gen.stats.waited_s() > self.timeout_s:
                     cancel.set()
+            if chosen is not None:
+                return chosen
             if gen.stats.finish_reason == "cancelled":
                 log.warning("intent classifier took over %.1f s: the chat fallback answers", self.timeout_s)
                 return None

@@ -29,6 +29,9 @@ class PhraseCase(BaseModel):
     text: str = Field(min_length=1)
     intent: str = Field(min_length=1, description="'skill.intent'; the fallback intent for out-of-domain text.")
     slots: dict[str, Any] = Field(default_factory=dict, description="Expected values of these slots (others ignored).")
+    also: list[str] = Field(
+        default_factory=list, description="Other intents that serve it too (a direct device command via home.command)."
+    )
 
 
 class PhraseFile(BaseModel):
@@ -116,7 +119,7 @@ def evaluate(router: Router, phrases: PhraseFile, *, classify: bool = True) -> R
     results = []
     for case in phrases.case:
         route = router.route(case.text, now=now, classify=classify)
-        intent_ok = route.intent == case.intent
-        slots_ok = intent_ok and all(same_value(v, route.slots.get(k)) for k, v in case.slots.items())
+        intent_ok = route.intent in (case.intent, *case.also)
+        slots_ok = route.intent == case.intent and all(same_value(v, route.slots.get(k)) for k, v in case.slots.items())
         results.append(CaseResult(case=case, route=route, intent_ok=intent_ok, slots_ok=slots_ok))
     return Report(results=results)

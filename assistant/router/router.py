@@ -59,6 +59,10 @@ class Classifier(Protocol):
         """(intent or None for the chat fallback, confidence, reason)."""
         ...
 
+    def warm(self) -> None:
+        """Do now what the first call would otherwise pay for (prefill a fixed prompt)."""
+        ...
+
 
 class Router:
     """Compiled once at start from the loaded skills' intents."""

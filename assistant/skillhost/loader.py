@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -91,7 +92,7 @@ class LoadedSkill:
         return len(self.hung) >= MAX_HUNG
 
 
-def load(skill: Skill, cfg: AssistantConfig, home: Home) -> LoadedSkill:
+def load(skill: Skill, cfg: AssistantConfig, home: Home, adapters: Collection[str]) -> LoadedSkill:
     """Check a skill, validate its settings and resolve its slots; a problem raises `SkillError`."""
     skill.check()
     raw = cfg.skills.settings.get(skill.name, {})
@@ -110,9 +111,9 @@ def load(skill: Skill, cfg: AssistantConfig, home: Home) -> LoadedSkill:
     intents = {
         it.name: dataclasses.replace(it, slots={k: s.resolve(env) for k, s in it.slots.items()}) for it in skill.intents
     }
-    adapter = skill.adapter if skill.adapter in cfg.adapters else None
+    adapter = skill.adapter if skill.adapter in adapters else None
     if skill.adapter and adapter is None:
-        log.info("skill '%s' runs on the base model: adapter '%s' is not configured", skill.name, skill.adapter)
+        log.info("skill '%s' runs on the base model: adapter '%s' is not loaded", skill.name, skill.adapter)
     return LoadedSkill(
         skill=skill,
         settings=settings,

@@ -61,9 +61,10 @@ class SkillRuntime:
         if skills is None:
             skills, self.problems = discover(cfg)
         self.skills: dict[str, LoadedSkill] = {}
+        adapters = engine.adapters if engine is not None else list(cfg.adapters)  # what the engine really has
         for skill in skills:
             try:
-                self.skills[skill.name] = load(skill, self.cfg, self.home)
+                self.skills[skill.name] = load(skill, self.cfg, self.home, adapters)
             except SkillError as exc:
                 self.problems.append(LoadProblem(skill.name, str(exc)))
         self.listeners: list[Callable[[str, str], None]] = []
