@@ -25,8 +25,17 @@ skill = Skill(
     system_prompt=SYSTEM_PROMPT,
 )
 
-_DEVICE = Enum(source=lambda env: env.home.names())
-_ROOM = Enum(source=lambda env: env.home.rooms())
+# With no devices configured, commands still reach this skill through these everyday words, and it
+# says how to add devices: the chat fallback would otherwise answer "turn on the light" with a guess.
+_ANY_DEVICE = ["light", "lights", "lamp", "fan", "thermostat", "heating", "heater", "blinds", "shades", "curtains",
+               "door", "front door", "tv", "coffee machine", "plug", "switch"]  # fmt: skip
+_ANY_ROOM = ["kitchen", "bedroom", "living room", "bathroom", "hallway", "office", "dining room", "garage"]
+NO_DEVICES = (
+    "I have no devices to control yet. Add each one to the assistant's config file as a home devices entry "
+    "with an id, a name, a room and a kind, then ask me again."
+)
+_DEVICE = Enum(source=lambda env: env.home.names() or _ANY_DEVICE)
+_ROOM = Enum(source=lambda env: env.home.rooms() or _ANY_ROOM)
 _THE = "[the|my|all the|all]"
 _WHERE = "[(in|on) the {room}]"
 SLOTS = {"device": _DEVICE, "room": _ROOM}
@@ -42,6 +51,8 @@ def command_messages(devices: Sequence[Device], utterance: str) -> list[ChatMess
 
 
 def _run(ctx: Context, action: str, value: float | None = None) -> Reply:
+    if not ctx.home.devices:
+        return Reply(text=NO_DEVICES)
     command = HomeCommand(device=ctx.slots["device"], action=action, value=value, room=ctx.slots.get("room"))  # type: ignore[arg-type]
     return _done(ctx.home.execute(command), command)
 
@@ -106,6 +117,8 @@ def set_level(ctx: Context) -> Reply:
 def set_temperature(ctx: Context) -> Reply:
     """Set the thermostat."""
     thermostats = [d for d in ctx.home.devices if d.kind == "thermostat"]
+    if not ctx.home.devices:
+        return Reply(text=NO_DEVICES)
     if not thermostats:
         return Reply(text="There is no thermostat configured.")
     ctx.slots.setdefault("device", thermostats[0].name)
@@ -173,6 +186,6 @@ def unlock(ctx: Context) -> Reply:
 def free_command(ctx: Context) -> Reply:
     """Turn free phrasing into a device command with the LLM."""
     if not ctx.home.devices:
-        return Reply(text="No devices are configured.")
+        return Reply(text=NO_DEVICES)
     command = ctx.llm.json(command_messages(ctx.home.devices, ctx.utterance), HomeCommand)
     return _done(ctx.home.execute(command), command)

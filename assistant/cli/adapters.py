@@ -73,15 +73,6 @@ def adapters_train(
         raise fail("the converted adapter does not reproduce the peft model's greedy output on most prompts")
 
 
-def _no_speculation(cfg: AssistantConfig) -> typer.Exit:
-    return fail(
-        f"adapters eval loads the adapter into the base model, but engine.draft_model = '{cfg.engine.draft_model}' "
-        "with engine.speculative.enabled makes a speculative engine, which cannot load one: set "
-        "engine.speculative.enabled = false (or unset engine.draft_model) for the evaluation",
-        2,
-    )
-
-
 @adapters_app.command("eval")
 def adapters_eval(
     skill: Annotated[str, typer.Argument(help="Skill name (adapters/SKILL/).")],
@@ -93,18 +84,15 @@ def adapters_eval(
     from assistant.training import evaluate, write_report
 
     cfg, sk, _, _ = _adapter_skill(skill, config)
-    if cfg.engine.speculative.enabled and cfg.engine.draft_model is not None:
-        raise _no_speculation(cfg)  # before loading two models for nothing
     # The configured engine (backend, threads, context, ...) on the base the recipe trains on, with no
-    # configured adapter: only the one under evaluation is loaded.
-    engine_cfg = cfg.engine.model_copy(update={"base_model": sk.recipe.base_model})
+    # configured adapter and no draft: only the base and the adapter under evaluation are loaded.
+    engine_cfg = cfg.engine.model_copy(update={"base_model": sk.recipe.base_model, "draft_model": None})
     try:
         engine = load_engine(cfg.model_copy(update={"engine": engine_cfg, "adapters": {}}), reporter=RichReporter())
     except (ModelError, EngineError) as exc:
         raise fail(str(exc)) from None
     try:
-        if not isinstance(engine, LocalEngine):  # a SpeculativeEngine: it has no load_adapter
-            raise _no_speculation(cfg)
+        assert isinstance(engine, LocalEngine)  # no draft: a plain engine
         report = evaluate(sk, engine, sk.adapter_path)
     except EngineError as exc:
         raise fail(str(exc)) from None

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from assistant.config.schema import AssistantConfig
 
 ENV_VAR = "ASSISTANT_CONFIG"
+PROFILE_VAR = "ASSISTANT_PROFILE"  # `small` or `standard`, over the file's `profile`
 Severity = Literal["error", "warning"]
 
 
@@ -110,11 +111,13 @@ def read_toml(path: Path) -> dict[str, Any]:
 def load_config(
     path: Path | str | None = None, *, env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
 ) -> AssistantConfig:
-    """Effective config: embedded default, overlaid by `path` (or $ASSISTANT_CONFIG), then by `overrides`
-    (command-line options such as `--profile`)."""
+    """Effective config: embedded default, overlaid by `path` (or $ASSISTANT_CONFIG), then by
+    $ASSISTANT_PROFILE and `overrides` (what a command line chose)."""
     env = os.environ if env is None else env
     if path is None and env.get(ENV_VAR):
         path = env[ENV_VAR]
+    if env.get(PROFILE_VAR):
+        overrides = {"profile": env[PROFILE_VAR], **(overrides or {})}
     defaults = tomllib.loads(default_toml_text())
     if path is None:
         return validate_config(deep_merge(defaults, overrides or {}), source="<embedded default>", base_dir=None)

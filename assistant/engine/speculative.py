@@ -180,15 +180,20 @@ class SpeculativeEngine:
             self._cost = calibrate(self.target, self.draft, self.max_draft, context=context)
             self.batch_invariant = batch_invariant(self.target, context, self.max_draft + 1)
         if not self.batch_invariant:
+            # Only worth a warning when speculation will run: with k = 0 the verify path is never taken.
+            speculates = bool(self.fixed_k) or (
+                self.fixed_k is None and self._cost.best_k(self._prior, self.max_draft)[0] > 0
+            )
             log.log(
                 logging.WARNING
-                if self.target.batch_variance is None or self.target.batch_variance_matters
+                if speculates and (self.target.batch_variance is None or self.target.batch_variance_matters)
                 else logging.INFO,
                 "%s computes batches differently from single tokens: %s",
                 self.target.model_name,
                 self.target.batch_variance
-                or "greedy speculative output can differ from plain greedy "
-                "(llamafile sgemm in llama.cpp?); reinstall with scripts/install.sh",
+                or "greedy speculative output can part from plain greedy where two tokens nearly tie (this "
+                "CPU's kernels for this model's quantization round a batch differently from one token; "
+                "Q4_0/Q4_1 models verify bit-identically with scripts/install.sh's build)",
             )
         return self._cost
 
