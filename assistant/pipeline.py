@@ -114,7 +114,7 @@ class Assistant:
         self.router = Router(intents)
         if engine is not None and cfg.skills.classifier:
             name = cfg.skills.classifier_adapter
-            adapter = name if name in engine.adapters else None
+            adapter = name if name in cfg.adapters and name in engine.adapters else None  # configured and loaded
             decides = cfg.skills.classifier_decides
             if decides is None:
                 profile = profile_of(engine.base_model)

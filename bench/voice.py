@@ -10,7 +10,7 @@ what the user waits for.
 - `eos_to_first_audio_ms_p50/_p95`: "hey computer, <command>" for local skills.
 - `hangover_only_*` and `early_end_speedup`: the same commands with the early end switched off
   (`vad.early_end_ms` = the hang-over), the baseline measured in the same run.
-- `llm_eos_to_first_audio_ms_p50`: questions no template knows, answered by the LLM (default model,
+- `llm_eos_to_first_audio_ms_p50`: questions no template knows, answered by the LLM (the profile's model,
   prompts prefilled at start as `assistant run` does), with the capture backlog switching the LLM to
   `engine.threads.contended` as the live loop does; `llm_uncontended_*` is the same set without
   that switch, and `max_backlog_ms_*` says how far capture fell behind in each.
@@ -210,15 +210,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", type=Path, help="Also write the results to this file.")
     parser.add_argument("--no-llm", action="store_true", help="Local skills only (no model load).")
+    parser.add_argument("--profile", choices=["standard", "small"], default="standard")
     args = parser.parse_args()
 
-    cfg = load_config()
+    cfg = load_config(overrides={"profile": args.profile})
     t0 = time.perf_counter()
     assistant = Assistant(cfg, None) if args.no_llm else Assistant.load(cfg)
     warmed = assistant.warm()
     load_s = time.perf_counter() - t0
-    results: dict[str, Any] = {"model": None if args.no_llm else cfg.engine.base_model, "load_s": load_s,
-                               "warmed": warmed}  # fmt: skip
+    results: dict[str, Any] = {"profile": args.profile, "model": None if args.no_llm else cfg.engine.base_model,
+                               "load_s": load_s, "warmed": warmed}  # fmt: skip
 
     loop = _quiet_loop(assistant)
     try:

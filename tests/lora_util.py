@@ -21,6 +21,8 @@ def make_lora(
     layers: int = 30,
     shapes: dict[str, tuple[int, int]] | None = None,
     strength: float = 0.08,
+    base_model: str = "smollm2-135m-instruct-q4_1",
+    architecture: str = "llama",
 ) -> Path:
     rng = np.random.default_rng(seed)
     pairs = {}
@@ -30,8 +32,8 @@ def make_lora(
             b = rng.normal(0, strength, size=(n_out, rank))
             pairs[f"blk.{layer}.{module}.weight"] = (a, b)
     manifest = AdapterManifest(
-        name=path.stem, base_model="smollm2-135m-instruct-q4_1", base_sha256=base_sha256, rank=rank,
+        name=path.stem, base_model=base_model, base_sha256=base_sha256, rank=rank,
         alpha=float(rank), target_modules=sorted(shapes or SHAPES),
     )  # fmt: skip
-    write_gguf_lora(path, architecture="llama", alpha=float(rank), pairs=pairs, manifest=manifest)
+    write_gguf_lora(path, architecture=architecture, alpha=float(rank), pairs=pairs, manifest=manifest)
     return path

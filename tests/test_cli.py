@@ -116,7 +116,9 @@ def test_models_list_and_verify() -> None:
     verify = run("models", "verify")  # the models both profiles need, each hashed again
     assert verify.returncode == 0, verify.stderr
     names = {line.split()[1].rstrip(":") for line in verify.stdout.splitlines() if line.startswith("ok   ")}
-    assert names == {"smollm2-135m-instruct-q4_1", "qwen2.5-coder-1.5b-instruct-q4_k_m", "qwen2.5-coder-0.5b-instruct-q4_k_m"}
+    assert names == {
+        "smollm2-135m-instruct-q4_1", "qwen2.5-coder-1.5b-instruct-q4_k_m", "qwen2.5-coder-0.5b-instruct-q4_k_m"
+    }  # fmt: skip
 
 
 def test_wheel_bundles_the_manifests_and_the_default_config(tmp_path: Path) -> None:

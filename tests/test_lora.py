@@ -120,10 +120,12 @@ def test_adapter_without_manifest_or_in_pickle_format_is_refused(
 def test_engine_loads_the_configured_adapters_at_start(base_sha: str, tmp_path: Path) -> None:
     make_lora(tmp_path / "home.gguf", base_sha, seed=7)
     cfg_file = tmp_path / "assistant.toml"
-    cfg_file.write_text('[engine]\ncontext_size = 512\n[adapters.home]\npath = "home.gguf"\nscale = 0.5\n')
+    cfg_file.write_text(
+        'profile = "small"\n[engine]\ncontext_size = 512\n[adapters.home]\npath = "home.gguf"\nscale = 0.5\n'
+    )
     eng = load_engine(load_config(cfg_file))
     try:
-        assert eng.adapters == ["home"]  # type: ignore[attr-defined]
+        assert sorted(eng.adapters) == ["chat", "home", "router"]  # type: ignore[attr-defined]
         assert eng.generate(QUESTION, max_tokens=4, adapter="home").result()
     finally:
         eng.close()

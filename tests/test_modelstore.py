@@ -42,19 +42,22 @@ def _config(tmp_path: Path, manifest_dir: Path) -> Path:
 # --- the shipped manifests -------------------------------------------------------
 
 
-def test_bundled_manifests_are_valid_and_the_default_is_not_optional() -> None:
+def test_bundled_manifests_are_valid_and_the_profiles_models_are_not_optional() -> None:
     store = ModelStore()
     assert not store.broken
     assert set(store.manifests) >= {
         DEFAULT_MODEL,
         "qwen2.5-coder-0.5b-instruct-q4_k_m",
+        "qwen2.5-coder-1.5b-instruct-q4_k_m",
         "deepseek-r1-distill-qwen-7b-q4_k_m",
     }
-    default = store.get(DEFAULT_MODEL)
-    assert not default.optional and isinstance(default.source, PackageSource)
-    qwen = store.get("qwen2.5-coder-0.5b-instruct-q4_k_m")
-    assert qwen.optional and isinstance(qwen.source, PartsSource) and len(qwen.source.parts) == 6
-    assert sum(p.size for p in qwen.source.parts) == qwen.size
+    small = store.get(DEFAULT_MODEL)
+    assert not small.optional and isinstance(small.source, PackageSource)
+    for name, parts in [("qwen2.5-coder-1.5b-instruct-q4_k_m", 22), ("qwen2.5-coder-0.5b-instruct-q4_k_m", 6)]:
+        qwen = store.get(name)  # the standard profile's base and draft: `models prepare` installs them
+        assert not qwen.optional and isinstance(qwen.source, PartsSource) and len(qwen.source.parts) == parts
+        assert sum(p.size for p in qwen.source.parts) == qwen.size
+    assert store.get("deepseek-r1-distill-qwen-7b-q4_k_m").optional  # incomplete on the registries
     assert store.get("deepseek-r1-distill-qwen-7b-q4_k_m").vocab_family == qwen.vocab_family
 
 

@@ -93,7 +93,9 @@ def test_negations_questions_and_injections_are_not_clear_commands() -> None:
 
 def _home(tmp_path: Path, **extra: object) -> AssistantConfig:
     sink = tmp_path / "home.jsonl"
-    return AssistantConfig.model_validate({"home": {"devices": DEVICES, "sink_path": str(sink)}, **extra})
+    return AssistantConfig.model_validate(
+        {"profile": "small", "home": {"devices": DEVICES, "sink_path": str(sink)}, **extra}
+    )
 
 
 def _sent(cfg: AssistantConfig) -> list[dict[str, object]]:
@@ -255,11 +257,11 @@ def test_config_check_opens_adapters_as_loading_them_would(tmp_path: Path, base_
     (tmp_path / "folder").mkdir()
     for what, (path, message) in cases.items():
         cfg = tmp_path / f"{what.replace(' ', '_')}.toml"
-        cfg.write_text(f'[adapters.home]\npath = "{path}"\n')
+        cfg.write_text(f'profile = "small"\n[adapters.home]\npath = "{path}"\n')
         result = CliRunner().invoke(app, ["config", "check", str(cfg)])
         assert result.exit_code == 2 and "adapters.home.path" in result.output and message in result.output, what
     ok = tmp_path / "ok.toml"
-    ok.write_text(f'[adapters.home]\npath = "{good}"\n')
+    ok.write_text(f'profile = "small"\n[adapters.home]\npath = "{good}"\n')
     assert CliRunner().invoke(app, ["config", "check", str(ok)]).exit_code == 0
 
 
@@ -329,7 +331,7 @@ def test_a_context_beyond_the_models_training_is_said(tmp_path: Path) -> None:
     from assistant.cli import app
 
     cfg = tmp_path / "c.toml"
-    cfg.write_text("[engine]\ncontext_size = 131072\n")
+    cfg.write_text('profile = "small"\n[engine]\ncontext_size = 131072\n')
     result = CliRunner().invoke(app, ["config", "check", str(cfg)])
     assert "engine.context_size: warning: 131072 tokens is more than" in result.output and "8192" in result.output
 

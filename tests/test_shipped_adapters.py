@@ -55,7 +55,7 @@ def test_spoken_style_check() -> None:
 @pytest.fixture(scope="module")
 def with_router(engine: LlamaCppEngine) -> Assistant:
     home = tomllib.loads((ROOT / "tests" / "data" / "routing-config.toml").read_text())["home"]
-    cfg = AssistantConfig.model_validate({"home": home, "adapters": {"router": {}}})
+    cfg = AssistantConfig.model_validate({"profile": "small", "home": home, "adapters": {"router": {}}})
     assert cfg.adapters["router"].path is not None
     engine.load_adapter("router", cfg.adapters["router"].path)
     return Assistant(cfg, engine)

@@ -261,7 +261,7 @@ def test_config_with_a_draft_builds_a_speculative_engine(default_model_path: Pat
     manifests = draft_manifests(tmp_path / "manifests", default_model_path)
     cfg_file = tmp_path / "assistant.toml"
     cfg_file.write_text(
-        f'[models]\nmanifest_dirs = ["{manifests}"]\n'
+        f'profile = "small"\n[models]\nmanifest_dirs = ["{manifests}"]\n'
         '[engine]\ncontext_size = 512\ndraft_model = "smollm2-as-draft"\n'
         "[engine.speculative]\nenabled = true\nmax_draft = 4\nadaptive = false\n"
     )

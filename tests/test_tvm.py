@@ -338,7 +338,7 @@ def test_models_compile_refuses_what_this_tvm_cannot_build(tmp_path: Path) -> No
     assert result.exit_code == 2 and "unknown target 'metal'" in result.output
     if missing_codegen("vulkan") is None:
         pytest.skip("this TVM build generates Vulkan code")
-    result = CliRunner().invoke(app, ["models", "compile", "--target", "vulkan"])
+    result = CliRunner().invoke(app, ["models", "compile", "--target", "vulkan"], env={"ASSISTANT_PROFILE": "small"})
     assert result.exit_code == 1 and "no vulkan code generator" in result.output
 
 
@@ -353,7 +353,7 @@ def test_whole_model_cross_compiles_for_mali_into_an_archive_the_device_links(
 
     from assistant.cli import app
 
-    (tmp_path / "a.toml").write_text(f'[models]\ncache_dir = "{tmp_path / "cache"}"\n')
+    (tmp_path / "a.toml").write_text(f'profile = "small"\n[models]\ncache_dir = "{tmp_path / "cache"}"\n')
     result = CliRunner().invoke(
         app, ["models", "compile", "--target", "opencl-mali", "--config", str(tmp_path / "a.toml")]
     )
@@ -422,13 +422,17 @@ def test_config_selects_the_compiled_backend_with_adapters_and_a_cpu_draft(
     cache = tmp_path / "cache"
     shutil.copytree(tvm_cache, cache / "tvm")  # tvm_engine compiled it: no second compile
     text = (
-        f'[models]\ncache_dir = "{cache}"\nmanifest_dirs = ["{manifests}"]\n'
+        f'profile = "small"\n[models]\ncache_dir = "{cache}"\nmanifest_dirs = ["{manifests}"]\n'
         '[engine]\nbackend = "tvm"\ncontext_size = 512\n[adapters.chat]\n'
     )
     (tmp_path / "a.toml").write_text(text)
     engine = load_engine(load_config(tmp_path / "a.toml"))
     try:
-        assert isinstance(engine, TvmEngine) and engine.adapters == ["chat"] and engine.compile_s == 0.0
+        assert (
+            isinstance(engine, TvmEngine)
+            and sorted(engine.adapters) == ["chat", "home", "router"]
+            and engine.compile_s == 0.0
+        )
         reply = Assistant(load_config(tmp_path / "a.toml"), engine).ask("what is the capital of france")
         # Answered by the compiled model (its knowledge is held to a rate in test_engine).
         assert reply.route.intent == "chat.answer" and reply.stats is not None and reply.stats.completion_tokens > 0
@@ -522,7 +526,7 @@ def test_speculation_on_an_int8_build_warns_that_it_is_not_bit_exact(
                        int8_activations=True)  # fmt: skip
     try:
         with caplog.at_level(logging.INFO, logger="assistant.engine.speculative"):
-            SpeculativeEngine(target, engine, max_draft=4).calibrate()  # type: ignore[arg-type]
+            SpeculativeEngine(target, engine, max_draft=4, fixed_k=4).calibrate()  # type: ignore[arg-type]
         warned = [r for r in caplog.records if r.levelno == logging.WARNING and "int8_activations" in r.getMessage()]
         assert warned, [r.getMessage() for r in caplog.records]
     finally:

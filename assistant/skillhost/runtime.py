@@ -61,7 +61,8 @@ class SkillRuntime:
         if skills is None:
             skills, self.problems = discover(cfg)
         self.skills: dict[str, LoadedSkill] = {}
-        adapters = engine.adapters if engine is not None else list(cfg.adapters)  # what the engine really has
+        # Configured, and really loaded (an engine shared with another config may hold others).
+        adapters = [a for a in cfg.adapters if engine is None or a in engine.adapters]
         for skill in skills:
             try:
                 self.skills[skill.name] = load(skill, self.cfg, self.home, adapters)
