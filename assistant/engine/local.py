@@ -236,13 +236,17 @@ class LocalEngine(ABC):
         return chat_tokens(self.vocab, messages, add_generation_prompt=add_generation_prompt)
 
     def prompt_tokens(self, prompt: str | Sequence[ChatMessage]) -> tuple[list[int], int]:
-        """Tokens of the request, and how many of them are its system prompt (worth caching)."""
+        """Tokens of the request, and how many of them are its fixed part (worth caching): the system
+        message and the `fixed` messages that follow it."""
         if isinstance(prompt, str):
             return self.tokenize(prompt, special=True), 0
         tokens = self.chat_tokens(prompt)
+        n = 0
+        while n < len(prompt) - 1 and (prompt[n].role == "system" if n == 0 else prompt[n].fixed):
+            n += 1
         prefix = 0
-        if prompt and prompt[0].role == "system" and len(prompt) > 1:
-            head = self.chat_tokens(prompt[:1], add_generation_prompt=False)
+        if n:
+            head = self.chat_tokens(prompt[:n], add_generation_prompt=False)
             if tokens[: len(head)] == head:
                 prefix = len(head)
         return tokens, prefix

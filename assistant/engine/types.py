@@ -18,6 +18,11 @@ class ChatMessage(BaseModel):
 
     role: Role
     content: str
+    fixed: bool = Field(
+        False,
+        description="Part of a fixed prompt prefix, like the system message (e.g. worked examples): the "
+        "engine keeps its KV state cached across requests.",
+    )
 
 
 class Sampling(BaseModel):

@@ -108,7 +108,10 @@ class LlmClassifier:
             shots.insert(1 + i * max(1, len(shots) // len(_CHAT_SHOTS)), [(chat, CHAT)])
         for rank in range(2):
             for text, label in (group[rank] for group in shots if len(group) > rank):
-                prompt += [ChatMessage(role="user", content=text), ChatMessage(role="assistant", content=label)]
+                prompt += [
+                    ChatMessage(role="user", content=text, fixed=True),
+                    ChatMessage(role="assistant", content=label, fixed=True),
+                ]
         return prompt
 
     def warm(self) -> None:
