@@ -239,3 +239,34 @@ def test_grammar_constrains_the_output(engine: LocalEngine) -> None:
     assert gen.result() in ("yes", "no") and gen.stats.finish_reason == "eos"
     with pytest.raises(EngineError, match="invalid grammar"):
         engine.generate(chat("Hi"), grammar="root ::= (")
+
+
+def test_a_long_fixed_prefix_is_kept_on_disk_for_the_next_process(default_model_path: Path, tmp_path: Path) -> None:
+    """A fresh engine loads a long prompt prefix's KV state instead of evaluating it (the standard
+    profile's classifier prompt: ~11 s on 2 cores), and answers exactly as when it evaluates it."""
+    from assistant.engine.prefix_store import MIN_TOKENS, PrefixStore
+
+    rules = " ".join(f"Rule {i}: answer briefly and politely." for i in range(40))
+    messages = [ChatMessage(role="system", content=rules), ChatMessage(role="user", content="Name a fruit.")]
+
+    def answer(store: PrefixStore | None) -> tuple[list[int], int]:
+        eng = LlamaCppEngine(default_model_path, name="disk", context_size=1024, prefix_slots=2)
+        eng.prefix_store = store
+        try:
+            assert eng.prompt_tokens(messages)[1] >= MIN_TOKENS
+            gen = eng.generate(messages, max_tokens=12)
+            gen.result()
+            return gen.tokens, gen.stats.cached_tokens
+        finally:
+            eng.close()
+
+    cold, _ = answer(None)
+    store = PrefixStore(tmp_path / "kv")
+    first, reused = answer(store)  # evaluates it and keeps the state
+    assert reused == 0 and first == cold and len(list((tmp_path / "kv").glob("*.kv"))) == 1
+    second, reused = answer(store)  # a new process: loaded, not evaluated
+    assert reused >= MIN_TOKENS and second == cold
+    for f in (tmp_path / "kv").glob("*.kv"):  # a damaged file is not trusted: evaluated again
+        f.write_bytes(f.read_bytes()[:100])
+    third, reused = answer(store)
+    assert reused == 0 and third == cold

@@ -10,6 +10,7 @@ from assistant.config.loader import ConfigProblem
 from assistant.config.schema import AssistantConfig
 from assistant.engine.local import LocalEngine
 from assistant.engine.lora import AdapterError, check_base, read_adapter_manifest
+from assistant.engine.prefix_store import PrefixStore
 from assistant.engine.types import Engine, EngineError
 from assistant.modelstore import ModelStore, Reporter
 from assistant.modelstore.gguf_header import GGUFHeaderError, read_keys, read_layout
@@ -37,6 +38,11 @@ def load_engine(cfg: AssistantConfig, store: ModelStore | None = None, reporter:
     manifest = store.get(e.base_model)
     path = store.prepare(manifest, reporter)
     engine = _load_base(cfg, path, manifest.sha256)
+    if manifest.sha256 and e.backend == "llama_cpp":
+        from importlib.metadata import version
+
+        kv = cfg.models.resolved_cache_dir / "kv" / f"{manifest.sha256[:16]}-llama-cpp-{version('llama-cpp-python')}"
+        engine.prefix_store = PrefixStore(kv)
     try:
         # Every configured adapter is loaded now, so a request never waits for a load.
         for name, adapter in cfg.adapters.items():

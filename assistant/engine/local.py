@@ -19,6 +19,7 @@ from typing import Self
 import numpy as np
 
 from assistant.engine.lora import AdapterError
+from assistant.engine.prefix_store import MIN_TOKENS, PrefixStore
 from assistant.engine.sampling import sample_token
 from assistant.engine.types import ChatMessage, EngineError, FinishReason, GenerationStats, Sampling
 from assistant.engine.vocab import Vocab, chat_tokens
@@ -78,6 +79,7 @@ class LocalEngine(ABC):
         self._cached: list[int] = []  # tokens whose KV state sits in WORK_SEQ
         self._cached_adapter: str | None = None  # adapter that was active when they were evaluated
         self._slots = [PrefixSlot(seq=i + 1) for i in range(prefix_slots)]
+        self.prefix_store: PrefixStore | None = None  # long base-model prefixes kept on disk (load_engine sets it)
 
     # --- what a backend provides -----------------------------------------------
 
@@ -118,6 +120,14 @@ class LocalEngine(ABC):
 
     @abstractmethod
     def _reset_kv(self) -> None: ...
+
+    @abstractmethod
+    def _seq_state(self, seq: int) -> bytes | None:
+        """A sequence's KV state as bytes (None: this backend cannot)."""
+
+    @abstractmethod
+    def _set_seq_state(self, seq: int, state: bytes) -> bool:
+        """Load `_seq_state`'s bytes into the empty sequence `seq`; False if that failed."""
 
     @abstractmethod
     def _release(self) -> None:
@@ -193,6 +203,10 @@ class LocalEngine(ABC):
                 n = common_prefix(slot.tokens, tokens)
                 if n > best:
                     best, source = n, slot
+        if adapter is None and best < cache_prefix and self.prefix_store is not None and cache_prefix >= MIN_TOKENS:
+            loaded = self._load_prefix(tokens[:cache_prefix])
+            if loaded is not None:
+                best, source = cache_prefix, loaded
         best = min(best, len(tokens) - 1)  # the last prompt token is evaluated again for its logits
         if source is None:
             if self._cached_adapter != adapter:
@@ -220,6 +234,24 @@ class LocalEngine(ABC):
         self._seq_clear(slot.seq)
         self._seq_copy(WORK_SEQ, slot.seq, len(prefix))
         slot.tokens, slot.adapter, slot.last_used = list(prefix), adapter, time.monotonic()
+        store = self.prefix_store if adapter is None and len(prefix) >= MIN_TOKENS else None
+        if store is not None and store.load(prefix) is None and (state := self._seq_state(slot.seq)) is not None:
+            store.save(prefix, state)
+
+    def _load_prefix(self, prefix: list[int]) -> PrefixSlot | None:
+        """A slot holding `prefix` from the disk store, if it has it (adapter-free state only)."""
+        assert self.prefix_store is not None
+        state = self.prefix_store.load(prefix)
+        if state is None or not self._slots:
+            return None
+        slot = min(self._slots, key=lambda s: s.last_used)
+        self._seq_clear(slot.seq)
+        slot.tokens = []
+        if not self._set_seq_state(slot.seq, state):
+            self._seq_clear(slot.seq)
+            return None
+        slot.tokens, slot.adapter, slot.last_used = list(prefix), None, time.monotonic()
+        return slot
 
     def reset(self) -> None:
         """Drop all cached KV state (working sequence and prefix slots)."""

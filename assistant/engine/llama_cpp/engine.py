@@ -202,6 +202,16 @@ class LlamaCppEngine(LocalEngine):
     def _reset_kv(self) -> None:
         ll.llama_memory_clear(self._mem, True)
 
+    def _seq_state(self, seq: int) -> bytes | None:
+        size = ll.llama_state_seq_get_size(self._ctx, seq)
+        buf = (ctypes.c_uint8 * size)()
+        written = ll.llama_state_seq_get_data(self._ctx, buf, size, seq)
+        return bytes(buf[:written]) if written else None
+
+    def _set_seq_state(self, seq: int, state: bytes) -> bool:
+        buf = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        return bool(ll.llama_state_seq_set_data(self._ctx, buf, len(state), seq))
+
     def _release(self) -> None:
         for adapter in self._adapters.values():
             ll.llama_adapter_lora_free(adapter.handle)

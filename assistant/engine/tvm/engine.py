@@ -137,6 +137,12 @@ class TvmEngine(LocalEngine):
     def _reset_kv(self) -> None:
         self.model.reset()
 
+    def _seq_state(self, seq: int) -> bytes | None:
+        return None  # the paged KV cache has no export: long prefixes are evaluated once per process
+
+    def _set_seq_state(self, seq: int, state: bytes) -> bool:
+        return False
+
     def _release(self) -> None:
         self.vocab.close()
         del self.model
