@@ -19,6 +19,8 @@ _WORDS = [
     ("to the power of", "**"), ("multiplied by", "*"), ("divided by", "/"), ("square root of", "sqrt "),
     ("percent of", "/100*"), ("squared", "**2"), ("cubed", "**3"), ("times", "*"), ("plus", "+"),
     ("minus", "-"), ("over", "/"), ("x", "*"), ("and", "+"),
+    ("a half of", "0.5*"), ("half of", "0.5*"), ("a third of", "1/3*"), ("1 3rd of", "1/3*"), ("a 3rd of", "1/3*"),
+    ("a quarter of", "0.25*"), ("1 quarter of", "0.25*"), ("double", "2*"), ("twice", "2*"), ("triple", "3*"),
 ]  # fmt: skip
 _BINARY: dict[type, Any] = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
@@ -114,7 +116,9 @@ def _registry() -> Any:
 )
 def calculate(ctx: Context) -> str:
     """Evaluate arithmetic."""
-    value = ctx.slots["expression"]
+    value = ctx.slots.get("expression")  # the LLM classifier may choose this intent for text with no sum in it
+    if value is None:
+        return "I can work out sums like seven times eight, but I found no numbers to calculate in that."
     return f"That's {spoken_number(value)}."
 
 
@@ -129,6 +133,8 @@ _UNIT = Enum(UNITS)
         "{amount} {unit} (in|to) {target}",
         "how many {target} (are|is) (in|there in) {amount} {unit}",
         "how many {target} in {amount} {unit}",
+        "how many {target} (are|is) [there] in (a|an) {unit}",  # amount 1
+        "how many {target} in (a|an) {unit}",
     ],
     slots={"amount": Number(), "unit": _UNIT, "target": _UNIT},
     examples=["how heavy is ten pounds in kilograms"],
@@ -138,7 +144,7 @@ def convert(ctx: Context) -> str:
     import pint
 
     unit, target = ctx.slots.get("unit"), ctx.slots.get("target")
-    amount = ctx.slots.get("amount")
+    amount = ctx.slots.get("amount", 1)  # "how many grams are in a kilogram"
     if unit is None or target is None or amount is None:
         return "Please say the amount, its unit and the unit you want, like: convert five miles to kilometers."
     ureg = _registry()

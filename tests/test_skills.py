@@ -204,6 +204,27 @@ def test_a_home_with_no_devices_says_how_to_add_them() -> None:
     assert a.ask("do not turn on the light").route.skill == "chat"  # negations still never act
 
 
+def test_the_calculator_takes_fractions_and_what_the_classifier_sends_it() -> None:
+    a = Assistant(AssistantConfig(), None)
+    for text, value in [("what is half of ninety", 45), ("what is one third of ninety nine", 33),
+                        ("what is double forty eight", 96), ("what is a quarter of two hundred", 50)]:  # fmt: skip
+        assert a.ask(text).text == f"That's {value}.", text
+
+    class Picks:  # the LLM classifier's choice, without a model: what it sent these to (bench.quality)
+        def __init__(self, intent: str) -> None:
+            self.intent = intent
+
+        def classify(self, text: str, normalized: str) -> tuple[str | None, float, str]:
+            return self.intent, 1.0, "stub"
+
+        def warm(self) -> None: ...
+
+    a.router.classifier = Picks("calculator.calculate")
+    reply = a.ask("how many bones are in the adult human body")  # crashed: KeyError 'expression'
+    assert reply.error is None and "no numbers" in reply.text
+    assert a.ask("how many grams are in a kilogram").text == "1 kilogram is 1000 grams."  # "a" is one
+
+
 def test_invalid_skill_settings_name_the_key() -> None:
     cfg = AssistantConfig.model_validate({"skills": {"settings": {"clock": {"timezone": "Mars/Olympus"}}}})
     a = Assistant(cfg, None)
