@@ -10,13 +10,14 @@ string occurs, every `require_all` string occurs and no `reject` string occurs (
 punctuation stripped, whitespace collapsed). Arithmetic and translations may be answered by the
 calculator and translate skills: that is what a user gets. Reported: `correct` overall and
 `by_kind`, the route stage of each answer, turn time p50/p95 and first-token latency p50 of the
-LLM turns, decode speed p50.
+LLM turns, decode speed p50, the process's peak resident memory.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import resource
 import statistics
 import sys
 import time
@@ -115,6 +116,7 @@ def main() -> None:
         "decode_tok_s_p50": statistics.median(tok_s) if tok_s else None,
         "load_s": load_s,
         "warm_s": warm_s,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # models are mmapped: resident
     }
     emit(results, args.json)
     assistant.close()
