@@ -16,7 +16,8 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel, Field
 
-from assistant.config.schema import AssistantConfig, profile_of
+from assistant.config.profiles import profile_of
+from assistant.config.schema import AssistantConfig
 from assistant.engine import ChatMessage, Engine, GenerationStats, load_engine, sampling_from_config
 from assistant.modelstore import ModelStore, Reporter
 from assistant.router import Route, Router, normalize, parse_answer

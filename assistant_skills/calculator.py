@@ -145,7 +145,7 @@ def convert(ctx: Context) -> str:
 
     unit, target = ctx.slots.get("unit"), ctx.slots.get("target")
     amount = ctx.slots.get("amount", 1)  # "how many grams are in a kilogram"
-    if unit is None or target is None or amount is None:
+    if unit is None or target is None or amount is None or unit == target:
         return "Please say the amount, its unit and the unit you want, like: convert five miles to kilometers."
     ureg = _registry()
     try:

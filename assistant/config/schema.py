@@ -21,6 +21,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from assistant.config.paths import AnyPath, ExistingDir, ExistingFile, _default_cache_dir, state_dir
+from assistant.config.profiles import PROFILES, shipped_adapter
 
 
 class Section(BaseModel):
@@ -372,50 +373,6 @@ class AdapterConfig(Section):
     enabled: bool = Field(True, description="`false` turns off an adapter the profile would load.")
 
 
-class Profile(BaseModel):
-    """What a profile chooses: the base model, its draft, and the adapters shipped for that base."""
-
-    base_model: str
-    draft_model: str | None
-    adapters_dir: str  # under the bundled `adapters/` folder
-    adapters: tuple[str, ...]
-    classifier_decides: bool  # the base picks among all intents without an adapter (measured in bench.router)
-
-
-PROFILES: dict[str, Profile] = {
-    "standard": Profile(
-        base_model="qwen2.5-coder-1.5b-instruct-q4_k_m",
-        draft_model="qwen2.5-coder-0.5b-instruct-q4_k_m",
-        adapters_dir="standard",
-        adapters=(),
-        classifier_decides=True,
-    ),
-    "small": Profile(
-        base_model="smollm2-135m-instruct-q4_1",
-        draft_model=None,
-        adapters_dir=".",
-        adapters=("router", "home", "chat"),
-        classifier_decides=False,
-    ),
-}
-
-
-def profile_of(base_model: str) -> Profile | None:
-    """The profile built on this base model, if any."""
-    return next((p for p in PROFILES.values() if p.base_model == base_model), None)
-
-
-def shipped_adapter(base_model: str, name: str) -> Path | None:
-    """The adapter NAME shipped for BASE_MODEL, if any (adapters fit one base's weights only)."""
-    from assistant.paths import bundled_dir
-
-    for profile in PROFILES.values():
-        path = bundled_dir("adapters") / profile.adapters_dir / name / f"{name}.gguf"
-        if profile.base_model == base_model and path.is_file():
-            return path
-    return None
-
-
 class LatencyConfig(Section):
     """Latency budgets (milliseconds); exceeding one is logged with the turn's trace."""
 
@@ -461,7 +418,7 @@ class AssistantConfig(Section):
     profile: Literal["standard", "small"] = Field(
         "standard",
         description="`standard`: Qwen2.5-Coder-1.5B as the shared base with Qwen2.5-Coder-0.5B as its CPU draft "
-        "(1.6 GB of model files, about 1.5 GB of memory); `small`: SmolLM2-135M for tiny boards (98 MB). "
+        "(1.6 GB of model files, 2.5 GB peak memory); `small`: SmolLM2-135M for tiny boards (98 MB, 0.3 GB). "
         "The profile fills in engine.base_model, engine.draft_model and the adapters shipped for that base; "
         "keys you set win.",
     )
