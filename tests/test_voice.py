@@ -3,6 +3,7 @@ streamed TTS, barge-in, follow-ups, and audio that is not speech at all."""
 
 from __future__ import annotations
 
+import re
 import time
 import tracemalloc
 from pathlib import Path
@@ -255,24 +256,33 @@ def test_reply_is_spoken_and_the_trace_is_complete(local: Assistant, tmp_path: P
 def test_llm_answer_is_spoken_while_it_is_generated(engine: object) -> None:
     """Speech no template knows goes through the free pass to the LLM on the real default model;
     the first sentence is spoken before the answer is finished."""
+    engine.reset()  # type: ignore[attr-defined]  # an empty cache, as a fresh start has (README: known defect)
     assistant = Assistant(load_config(), engine)  # type: ignore[arg-type]
     assert "chat" in assistant.warm()
-    speaker = BufferSpeaker()
-    loop = _loop(assistant, speaker, wake_word=True)
-    try:
-        audio, _ = speech("hey computer, why is the sky blue", "piper")
-        loop.run(frames(np.concatenate([_noise(RATE, 0), audio])))
-        loop.end_of_input()
-    finally:
-        loop.close()
-    trace = loop.traces[-1]
-    assert trace.woke_by == "wake_word" and trace.source == "free" and trace.intent == "chat.answer", trace
-    assert trace.transcript and len(trace.reply.split()) > 5  # (the free pass is rough: "why is this guy ...")
-    assert trace.first_token is not None and trace.first_audio is not None and trace.generated is not None
-    # Sentence by sentence: the first one went to synthesis while the LLM was still generating (an
-    # ordering, not a timing: when its audio is ready depends on how busy the CPU is).
-    assert trace.first_sentence is not None and trace.first_sentence < trace.generated
-    assert len(speaker.audio()) / speaker.rate > 1.0
+    replies = []
+    # A one-sentence reply is complete only when generation ends: ask until the model says two (which
+    # words a 135M model picks, and how the free pass hears the question, differ between CPUs).
+    for question in ["why is the sky blue", "how do airplanes fly", "tell me about the moon"]:
+        speaker = BufferSpeaker()
+        loop = _loop(assistant, speaker, wake_word=True)
+        try:
+            audio, _ = speech(f"hey computer, {question}", "piper")
+            loop.run(frames(np.concatenate([_noise(RATE, 0), audio])))
+            loop.end_of_input()
+        finally:
+            loop.close()
+        trace = loop.traces[-1]
+        assert trace.woke_by == "wake_word" and trace.source == "free" and trace.intent == "chat.answer", trace
+        assert trace.transcript and trace.reply  # (the free pass is rough: "why is this guy ...")
+        assert trace.first_token is not None and trace.first_audio is not None and trace.generated is not None
+        replies.append(trace.reply)
+        if len(re.findall(r"[.!?](?:\s|$)", trace.reply)) >= 2:
+            # Sentence by sentence: the first one went to synthesis while the LLM was still generating
+            # (an ordering, not a timing: when its audio is ready depends on how busy the CPU is).
+            assert trace.first_sentence is not None and trace.first_sentence < trace.generated
+            assert len(speaker.audio()) / speaker.rate > 1.0
+            return
+    pytest.fail(f"no reply of two sentences to stream: {replies}")
 
 
 def test_busy_recognizer_backoff_reaches_the_target_and_the_draft(engine: object, default_model_path: Path) -> None:
