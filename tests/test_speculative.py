@@ -252,6 +252,30 @@ def test_this_build_verifies_batches_bit_identically(pair: SpeculativeEngine) ->
         assert max(float(np.abs(single[i] - pair.target.logits(i)).max()) for i in range(4)) < 1e-4
 
 
+def test_calibration_is_kept_per_device_and_pair_between_starts(
+    pair: SpeculativeEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Measuring the standard profile's pair took 7 s of every start; now the first start measures."""
+    from assistant.engine import speculative
+
+    saved = tmp_path / "calibration" / "pair.json"
+    first = SpeculativeEngine(pair.target, pair.draft, max_draft=4)
+    cost = first.calibrate(saved)
+    assert saved.is_file()
+
+    def measuring(*args: object, **kwargs: object) -> object:
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(speculative, "calibrate", measuring)
+    again = SpeculativeEngine(pair.target, pair.draft, max_draft=4)
+    assert again.calibrate(saved) == cost and again.batch_invariant == first.batch_invariant
+    with pytest.raises(AssertionError, match="measured again"):  # older than allowed: machines drift
+        SpeculativeEngine(pair.target, pair.draft, max_draft=4).calibrate(saved, max_age_s=0)
+    saved.write_text("{not json")  # a damaged file is measured over, not trusted
+    with pytest.raises(AssertionError, match="measured again"):
+        SpeculativeEngine(pair.target, pair.draft, max_draft=4).calibrate(saved)
+
+
 def test_config_with_a_draft_builds_a_speculative_engine(default_model_path: Path, tmp_path: Path) -> None:
     """The integrator's switch: [engine.speculative] + draft_model, answers unchanged."""
     from assistant.config import load_config

@@ -17,6 +17,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -66,6 +67,30 @@ class CostModel(BaseModel):
 
     def table(self, alpha: float) -> dict[int, float]:
         return {k: round(self.speedup(alpha, k), 3) for k in range(0, self.max_draft + 1)}
+
+
+class Calibration(BaseModel):
+    """What `SpeculativeEngine.calibrate` measured for one device and model pair, kept between starts
+    (measuring the standard profile's pair takes about 7 s on 2 cores)."""
+
+    cost: CostModel
+    batch_invariant: bool
+    measured_at: float = Field(description="time.time() of the measurement.")
+
+    @classmethod
+    def load(cls, path: Path, max_age_s: float) -> Calibration | None:
+        """The saved calibration, unless missing, unreadable or older than `max_age_s` (machines drift)."""
+        try:
+            saved = cls.model_validate_json(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return saved if time.time() - saved.measured_at <= max_age_s else None
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".part")
+        tmp.write_text(self.model_dump_json())
+        tmp.replace(path)
 
 
 def _median_s(fn: Callable[[], object], repeats: int) -> float:

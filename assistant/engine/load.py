@@ -3,7 +3,9 @@ draft for speculation; and the model store that can make every model the manifes
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from pathlib import Path
 
 from assistant.config.loader import ConfigProblem
@@ -124,11 +126,29 @@ def _with_draft(cfg: AssistantConfig, store: ModelStore, target: LocalEngine, re
             max_draft=e.speculative.max_draft,
             fixed_k=None if e.speculative.adaptive else e.speculative.max_draft,
         )
-        spec.calibrate()  # now, so the first request does not pay for it
+        # Now, so the first request does not pay for it; kept per device and model pair between starts.
+        spec.calibrate(_calibration_file(cfg, base.sha256, draft_manifest.sha256), cfg.models.reverify_days * 86400)
     except EngineError:
         draft.close()
         raise
     return spec
+
+
+def _calibration_file(cfg: AssistantConfig, target_sha: str | None, draft_sha: str | None) -> Path:
+    """One file per device (CPU, threads, offload), model pair and runtime version."""
+    import hashlib
+    import platform
+    from importlib.metadata import version
+
+    e = cfg.engine
+    cpu = platform.processor()
+    with contextlib.suppress(OSError):
+        cpu = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")), cpu)
+    threads = (e.threads.target, e.threads.target_batch, e.threads.draft)
+    key = [target_sha, draft_sha, e.backend, e.tvm.target, e.gpu_layers, threads, e.speculative.max_draft,
+           e.context_size, os.cpu_count(), cpu, version("llama-cpp-python")]  # fmt: skip
+    digest = hashlib.sha256(repr(key).encode()).hexdigest()[:24]
+    return cfg.models.resolved_cache_dir / "calibration" / f"{digest}.json"
 
 
 def context_problems(cfg: AssistantConfig, store: ModelStore | None = None) -> list[ConfigProblem]:

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from assistant.engine.costmodel import CostModel, calibrate
+from assistant.engine.costmodel import Calibration, CostModel, calibrate
 from assistant.engine.local import LocalEngine, Request, TextGeneration, common_prefix
 from assistant.engine.sampling import probabilities, sample_token, speculative_accept
 from assistant.engine.types import ChatMessage, EngineError, Sampling
@@ -173,12 +175,19 @@ class SpeculativeEngine:
 
     # --- cost model and draft length ------------------------------------------
 
-    def calibrate(self) -> CostModel:
-        """Measure this machine's draft and verify costs (about a second); done once."""
-        context = self.target.tokenize("The quick brown fox jumps over the lazy dog. " * 12, special=True)
-        with self.target._lock, self.draft._lock:
-            self._cost = calibrate(self.target, self.draft, self.max_draft, context=context)
-            self.batch_invariant = batch_invariant(self.target, context, self.max_draft + 1)
+    def calibrate(self, saved: Path | None = None, max_age_s: float = 7 * 86400) -> CostModel:
+        """Measure this machine's draft and verify costs (1 s for the 135M pair, 7 s for the standard one);
+        done once, or read from `saved` (a file for this device and model pair) when it is recent."""
+        kept = Calibration.load(saved, max_age_s) if saved is not None else None
+        if kept is not None:
+            self._cost, self.batch_invariant = kept.cost, kept.batch_invariant
+        else:
+            context = self.target.tokenize("The quick brown fox jumps over the lazy dog. " * 12, special=True)
+            with self.target._lock, self.draft._lock:
+                self._cost = calibrate(self.target, self.draft, self.max_draft, context=context)
+                self.batch_invariant = batch_invariant(self.target, context, self.max_draft + 1)
+            if saved is not None:
+                Calibration(cost=self._cost, batch_invariant=self.batch_invariant, measured_at=time.time()).save(saved)
         if not self.batch_invariant:
             # Only worth a warning when speculation will run: with k = 0 the verify path is never taken.
             speculates = bool(self.fixed_k) or (
