@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from assistant.config import load_config
 from assistant.pipeline import Assistant
-from bench.report import emit
+from bench.report import emit, percentile
 
 DATA = Path(__file__).resolve().parent / "data" / "quality.toml"
 
@@ -60,11 +60,6 @@ def correct(q: Question, answer: str) -> bool:
         and all(canon(s) in a for s in q.require_all)
         and not any(canon(s) in a for s in q.reject)
     )
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
 
 
 def main() -> None:
@@ -111,7 +106,7 @@ def main() -> None:
         "by_kind": {kind: round(sum(oks) / len(oks), 3) for kind, oks in sorted(right.items())},
         "routes": dict(stages.most_common()),
         "turn_p50_s": statistics.median(turn_s),
-        "turn_p95_s": _percentile(turn_s, 0.95),
+        "turn_p95_s": percentile(turn_s, 0.95),
         "first_token_p50_ms": statistics.median(first_ms) if first_ms else None,
         "decode_tok_s_p50": statistics.median(tok_s) if tok_s else None,
         "load_s": load_s,

@@ -28,15 +28,10 @@ from assistant.config import load_config
 from assistant.pipeline import Assistant
 from assistant.router import normalize
 from assistant.router.evaluate import evaluate, load_phrases
-from bench.report import emit
+from bench.report import emit, percentile
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 SETS = {"dev": DATA / "routing.toml", "heldout": DATA / "routing-heldout.toml"}
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def _score(assistant: Assistant, path: Path, *, classify: bool, repeats: int) -> dict[str, Any]:
@@ -67,7 +62,7 @@ def _score(assistant: Assistant, path: Path, *, classify: bool, repeats: int) ->
         "by_stage": report.by_stage(),
         "llm_stage_accuracy": sum(r.ok for r in unmatched) / len(unmatched) if unmatched else None,
         "route_p50_us": round(statistics.median(route_us), 1),
-        "route_p99_us": round(_percentile(route_us, 0.99), 1),
+        "route_p99_us": round(percentile(route_us, 0.99) or 0.0, 1),
         "route_vs_normalize": round(statistics.median(route_us) / statistics.median(norm_us), 2),
     }
 
@@ -110,7 +105,7 @@ def main() -> None:
         "adapters": sorted(cfg.adapters) if not args.no_llm else [],
         "classifier_calls": len(classify_ms),
         "classifier_p50_ms": round(statistics.median(classify_ms), 1) if classify_ms else None,
-        "classifier_p99_ms": round(_percentile(classify_ms, 0.99), 1) if classify_ms else None,
+        "classifier_p99_ms": round(percentile(classify_ms, 0.99) or 0.0, 1) if classify_ms else None,
         "templates": len(assistant.router.templates),
         "load_s": load_s,
         "warm_s": warm_s,

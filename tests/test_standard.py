@@ -41,11 +41,9 @@ def chat(text: str) -> list[ChatMessage]:
 
 
 @pytest.fixture(scope="module")
-def draft(tmp_path_factory: pytest.TempPathFactory, standard_model_path: Path) -> Iterator[LlamaCppEngine]:
-    with pytest.MonkeyPatch.context() as mp:  # the tests' model cache, as for the base
-        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
-        store = ModelStore.from_config(load_config())
-        eng = LlamaCppEngine(store.prepare(store.get(DRAFT)), name=DRAFT, context_size=2048, threads=1, threads_batch=1)
+def draft(tests_store: ModelStore, standard_model_path: Path) -> Iterator[LlamaCppEngine]:
+    path = tests_store.prepare(tests_store.get(DRAFT))
+    eng = LlamaCppEngine(path, name=DRAFT, context_size=2048, threads=1, threads_batch=1)
     yield eng
     eng.close()
 
