@@ -23,7 +23,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from assistant.engine import ChatMessage
+from assistant.config import load_config
+from assistant.engine import ChatMessage, model_store
 from assistant.engine.llama_cpp import LlamaCppEngine
 from assistant.engine.lora import AdapterManifest, write_gguf_lora
 from assistant.engine.speculative import SpeculativeEngine
@@ -415,7 +416,7 @@ def main() -> None:
     args = parser.parse_args()
     repeats = 2 if args.quick else args.repeats
     n = 64 if args.quick else 128
-    store = ModelStore()
+    store = model_store(load_config())  # with llama.cpp's quantizer: the F32 target is made by re-quantizing
     manifest = store.get(BASE)
     path = store.prepare(manifest)
     results: dict[str, Any] = {"model": BASE, "threads": args.threads, "cpu_count": os.cpu_count()}
