@@ -95,6 +95,43 @@ def test_training_lowers_the_loss_and_saves_safetensors_only(tokenizer: Any, tmp
                      for ab in ("a", "b")}  # fmt: skip
 
 
+def test_training_the_last_layers_packs_the_shared_prompt_and_computes_the_models_own_loss(
+    tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`train_layers`: LoRA on the last layers only, batches packed behind one shared prompt (checked
+    against the model's own forward before training; a wrong layout is refused, not trained on)."""
+    from assistant.training.train import PackedBatches, train
+
+    skill = AdapterProject("home")
+    recipe = Recipe(**{**skill.recipe.model_dump(), "epochs": 6, "batch_size": 4, "learning_rate": 5e-2,
+                       "train_layers": 1})  # fmt: skip
+    examples = skill.train_examples(8)
+    model, result = train(_tiny_llama(len(tokenizer)), tokenizer, examples, recipe)
+    assert result.steps == 12 and result.final_loss < result.first_loss - 0.15
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trained and all(".layers.1." in n for n in trained)  # layer 0 stays frozen
+
+    plain = PackedBatches._layout
+
+    def unmasked(self: PackedBatches, batch: list[int]) -> tuple[Any, Any]:
+        pos, mask = plain(self, batch)  # examples packed together see each other: not what was trained on
+        return pos, torch.ones_like(mask).tril()
+
+    monkeypatch.setattr(PackedBatches, "_layout", unmasked)
+    with pytest.raises(AdapterError, match="packed training computes losses up to"):
+        train(_tiny_llama(len(tokenizer)), tokenizer, examples, recipe)
+
+
+def test_qwen2_lora_rows_are_not_permuted() -> None:
+    """Qwen2 GGUF files keep HF's Q/K row order (NeoX RoPE); only Llama's are permuted."""
+    rows = np.arange(24, dtype=np.float32).reshape(8, 3)
+    tensors = {"model.layers.0.self_attn.q_proj.lora_A.weight": np.ones((3, 4), np.float32),
+               "model.layers.0.self_attn.q_proj.lora_B.weight": rows}  # fmt: skip
+    qwen = gguf_pairs(tensors, n_head=2, n_head_kv=2, architecture="qwen2")["blk.0.attn_q.weight"][1]
+    llama = gguf_pairs(tensors, n_head=2, n_head_kv=2, architecture="llama")["blk.0.attn_q.weight"][1]
+    assert (qwen == rows).all() and not (llama == rows).all()
+
+
 def test_rope_permutation_is_a_row_permutation_per_head() -> None:
     rows = np.arange(8 * 3).reshape(8, 3).astype(np.float32)  # 2 heads of 4 rows
     out = rope_permute(rows, 2)

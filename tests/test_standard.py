@@ -3,6 +3,7 @@ with the 0.5B as its draft (the rest of the suite runs them on the fast 135M sma
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,3 +122,27 @@ def test_the_default_config_builds_the_standard_assistant(standard_model_path: P
         assert assistant.ask("turn on the kitchen light").route.skill == "home"  # no devices: it says so
     finally:
         engine.close()
+
+
+# --- the router adapter trained on the standard base ----------------------------------------------------
+
+
+def test_standard_router_adapter_is_current_and_gains_on_its_held_out_task(
+    standard_engine: LlamaCppEngine, tests_store: ModelStore
+) -> None:
+    """The shared-base + LoRA path on the model users get: the router adapter trained on the 1.5B (last 10
+    layers, packed batches) against the same base on the same plain prompt, over its 64 held-out cases.
+    The report must be this recipe's, and the runtime must reproduce its gain (measured 0.625 -> 0.922)."""
+    from assistant.engine.lora import read_adapter_manifest
+    from assistant.training import ADAPTERS_DIR, AdapterProject, evaluate
+
+    skill = AdapterProject("router", ADAPTERS_DIR / "standard")
+    manifest = read_adapter_manifest(skill.adapter_path)
+    assert manifest is not None and manifest.base_sha256 == tests_store.get(STANDARD_MODEL).sha256
+    assert skill.adapter_path.stat().st_size < 5_000_000
+    report = json.loads((skill.dir / "eval.json").read_text())
+    assert report["recipe_sha256"] == skill.recipe_sha256 == manifest.recipe_sha256
+    assert f"{report['adapter_metric']:.1%}" in (skill.dir / "README.md").read_text()
+    got = evaluate(skill, standard_engine, skill.adapter_path)  # on this CPU's kernels
+    assert got.cases == 64 and got.adapter_metric >= 0.85
+    assert got.adapter_metric - got.base_metric >= 0.15, (got.base_metric, got.adapter_metric)

@@ -175,7 +175,9 @@ def heldout_examples() -> list[Example]:
 @cache
 def _classifier(engine: Engine, adapter: str | None) -> LlmClassifier:
     router = _router()
-    return LlmClassifier(engine, _intents(router), router.templates, adapter=adapter, llm_decides=True)
+    # The plain prompt with and without the adapter: the few-shot one is the base's own policy, measured
+    # in bench.router, not the task the adapter learned.
+    return LlmClassifier(engine, _intents(router), router.templates, adapter=adapter, llm_decides=True, few_shot=False)
 
 
 def predict(engine: Engine, example: Example, adapter: str | None) -> str:

@@ -20,11 +20,12 @@ adapters_app = typer.Typer(help="Train, convert and evaluate per-skill LoRA adap
 
 
 def _adapter_skill(name: str, config: Path | None) -> tuple[AssistantConfig, AdapterProject, Path, str]:
-    from assistant.training import AdapterProject
+    from assistant.config.profiles import PROFILES
+    from assistant.training import ADAPTERS_DIR, AdapterProject
 
     cfg = load(config)
-    try:
-        skill = AdapterProject(name)
+    try:  # the profile's adapters: each base model has its own recipes
+        skill = AdapterProject(name, ADAPTERS_DIR / PROFILES[cfg.profile].adapters_dir)
     except EngineError as exc:
         raise fail(str(exc), 2) from None
     store = model_store(cfg)
@@ -40,7 +41,7 @@ def _adapter_skill(name: str, config: Path | None) -> tuple[AssistantConfig, Ada
 
 @adapters_app.command("train")
 def adapters_train(
-    skill: Annotated[str, typer.Argument(help="Skill name: its recipe and data live in adapters/SKILL/.")],
+    skill: Annotated[str, typer.Argument(help="Skill name: recipe and data in the profile's adapters/SKILL/.")],
     config: ConfigOpt = None,
     examples: Annotated[int | None, typer.Option(help="Train on this many examples (default: the recipe's).")] = None,
 ) -> None:

@@ -73,6 +73,7 @@ class LlmClassifier:
         min_similarity: float = 60.0,
         adapter: str | None = None,
         llm_decides: bool | None = None,
+        few_shot: bool | None = None,
         timeout_s: float = 5.0,
     ):
         self.engine = engine
@@ -93,7 +94,8 @@ class LlmClassifier:
             for ex in [*it.examples, *samples]:
                 self.examples.append(normalize(ex))
                 self.example_labels.append(label)
-        self.prompt = self._prompt(few_shot=self.llm_decides and adapter is None)
+        # Worked examples help a base model deciding alone; an adapter was trained on the plain prompt.
+        self.prompt = self._prompt(few_shot=self.llm_decides and adapter is None if few_shot is None else few_shot)
 
     def _prompt(self, *, few_shot: bool) -> list[ChatMessage]:
         """The fixed part of the prompt (its KV state stays cached): labels, and worked examples as turns."""

@@ -7,7 +7,7 @@ peft trained:
 - Tensor names: peft's `model.layers.N.self_attn.q_proj` is GGUF's `blk.N.attn_q`, and so on.
 - Llama's GGUF files store Q and K with their rows permuted for llama.cpp's RoPE layout
   (transformers undoes that when it loads a GGUF). W' = W + B·A, so B's rows get the same
-  permutation; A is untouched.
+  permutation; A is untouched. Qwen2 files keep HF's order (NeoX RoPE): nothing is permuted.
 """
 
 from __future__ import annotations
@@ -40,10 +40,13 @@ def rope_permute(rows: np.ndarray, n_head: int) -> np.ndarray:
     return rows.reshape(n_head, 2, shape[0] // n_head // 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
 
 
+PERMUTED_QK = {"llama"}  # architectures whose GGUF stores Q/K rows in llama.cpp's RoPE order
+
+
 def gguf_pairs(
-    tensors: dict[str, np.ndarray], *, n_head: int, n_head_kv: int
+    tensors: dict[str, np.ndarray], *, n_head: int, n_head_kv: int, architecture: str = "llama"
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """peft state dict → {GGUF base tensor name: (A, B)}, with Q/K rows permuted."""
+    """peft state dict → {GGUF base tensor name: (A, B)}, with Q/K rows permuted where the GGUF does."""
     parts: dict[str, dict[str, np.ndarray]] = {}
     for key, value in tensors.items():
         m = _KEY.search(key)
@@ -56,9 +59,9 @@ def gguf_pairs(
         if set(ab) != {"A", "B"}:
             raise AdapterError(f"{name}: the peft file has only lora_{next(iter(ab))}")
         a, b = ab["A"], ab["B"]
-        if ".attn_q." in name:
+        if architecture in PERMUTED_QK and ".attn_q." in name:
             b = rope_permute(b, n_head)
-        elif ".attn_k." in name:
+        elif architecture in PERMUTED_QK and ".attn_k." in name:
             b = rope_permute(b, n_head_kv)
         pairs[name] = (a, b)
     return pairs
@@ -73,6 +76,7 @@ def convert_peft(
     base_sha256: str,
     n_head: int,
     n_head_kv: int,
+    architecture: str = "llama",
     recipe_sha256: str | None = None,
     description: str = "",
 ) -> AdapterManifest:
@@ -85,7 +89,7 @@ def convert_peft(
             raise AdapterError(f"peft adapter {peft_dir}: {f.name} is missing (only safetensors adapters are read)")
     config = json.loads(config_file.read_text())
     rank, alpha = int(config["r"]), float(config["lora_alpha"])
-    pairs = gguf_pairs(load_file(str(weights)), n_head=n_head, n_head_kv=n_head_kv)
+    pairs = gguf_pairs(load_file(str(weights)), n_head=n_head, n_head_kv=n_head_kv, architecture=architecture)
     targets = sorted(set(config.get("target_modules") or []))
     manifest = AdapterManifest(
         name=name, base_model=base_model, base_sha256=base_sha256, rank=rank, alpha=alpha,
@@ -93,5 +97,5 @@ def convert_peft(
     )  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     # float16 halves the file (rank 16 on q,k,v,o of the 135M base: 7.4 -> 3.7 MB); the runtime reads it as is.
-    write_gguf_lora(out, architecture="llama", alpha=alpha, pairs=pairs, manifest=manifest, dtype="float16")
+    write_gguf_lora(out, architecture=architecture, alpha=alpha, pairs=pairs, manifest=manifest, dtype="float16")
     return manifest

@@ -35,6 +35,10 @@ class Recipe(BaseModel):
     max_length: int = Field(256, ge=16, le=4096, description="Longer examples are skipped, with a count.")
     seed: int = 1234
     train_size: int = Field(600, gt=0, description="Generated + hand-written examples used for training.")
+    train_layers: int | None = Field(
+        None, gt=0, description="LoRA on the last N layers only: the frozen layers below run once per example "
+        "and the prompt all examples share once per batch (what makes a 1.5B base trainable on 2 cores)."
+    )  # fmt: skip
 
 
 class Example(BaseModel):

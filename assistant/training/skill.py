@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from assistant.engine.lora import AdapterManifest
+from assistant.modelstore.gguf_header import read_keys
 from assistant.training.convert import convert_peft
 from assistant.training.recipe import AdapterProject, Example
 from assistant.training.train import TrainResult
@@ -43,6 +44,7 @@ def train_skill(
 
     model, tok = load_base(base_gguf, threads)
     n_head, n_head_kv = model.config.num_attention_heads, model.config.num_key_value_heads
+    architecture = str(read_keys(base_gguf, {"general.architecture"})["general.architecture"])
     peft_model, result = train(model, tok, examples or skill.train_examples(), skill.recipe, on_step=on_step)
     peft_dir = skill.dir / "peft"
     if peft_dir.exists():
@@ -50,7 +52,8 @@ def train_skill(
     peft_model.save_pretrained(str(peft_dir), safe_serialization=True)
     manifest = convert_peft(
         peft_dir, skill.adapter_path, name=skill.name, base_model=skill.recipe.base_model,
-        base_sha256=base_sha256, n_head=n_head, n_head_kv=n_head_kv, recipe_sha256=skill.recipe_sha256,
+        base_sha256=base_sha256, n_head=n_head, n_head_kv=n_head_kv, architecture=architecture,
+        recipe_sha256=skill.recipe_sha256,
         description=f"LoRA for the {skill.name} skill, trained by `assistant adapters train {skill.name}`",
     )  # fmt: skip
     # The runtime must compute what peft trained: same greedy answer on a few held-out prompts.
