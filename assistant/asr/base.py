@@ -44,7 +44,10 @@ class Recognizer(Protocol):
     """Streaming recognition of one utterance at a time, 16 kHz int16 frames in.
 
     `start` begins an utterance (models stay loaded; recognizers are reused), `accept` takes audio,
-    `partial` is the current command hypothesis (cheap, called every frame), `final` ends it.
+    `partial` is the current command hypothesis (cheap, called every frame), `pause` says speech
+    paused without a complete command (a recognizer that decodes whole utterances may start now),
+    `final` ends it: `speech_end` (samples since `start`) is where speech stopped when the caller
+    knows, and `skip_free` may spare the free pass when the command pass is what the caller takes.
     """
 
     def start(self) -> None: ...
@@ -53,7 +56,11 @@ class Recognizer(Protocol):
 
     def partial(self) -> str: ...
 
-    def final(self) -> Recognition: ...
+    def pause(self) -> None: ...
+
+    def final(
+        self, speech_end: int | None = None, *, skip_free: Callable[[Transcript | None], bool] | None = None
+    ) -> Recognition: ...
 
     @property
     def problems(self) -> list[str]: ...

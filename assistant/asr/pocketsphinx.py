@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +153,12 @@ class PocketSphinxRecognizer:
         hyp = decoder.hyp() if decoder is not None else None
         return hyp.hypstr if hyp is not None else ""
 
-    def final(self) -> Recognition:
+    def pause(self) -> None:
+        """Nothing to do: both passes stream."""
+
+    def final(
+        self, speech_end: int | None = None, *, skip_free: Callable[[Transcript | None], bool] | None = None
+    ) -> Recognition:
         if not self._active:
             return Recognition()
         for d in self._decoders():

@@ -10,6 +10,7 @@ import importlib
 import json
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,12 @@ class VoskRecognizer:
         r = self._cmd or self._free
         return str(json.loads(r.PartialResult()).get("partial", "")) if r is not None else ""
 
-    def final(self) -> Recognition:
+    def pause(self) -> None:
+        """Nothing to do: both passes stream."""
+
+    def final(
+        self, speech_end: int | None = None, *, skip_free: Callable[[Transcript | None], bool] | None = None
+    ) -> Recognition:
         return Recognition(
             command=_transcript(self._cmd.FinalResult(), grammar=True) if self._cmd is not None else None,
             free=_transcript(self._free.FinalResult(), grammar=False) if self._free is not None else None,

@@ -76,14 +76,30 @@ class VadConfig(Section):
     )
 
 
+# Wake phrases with a microWakeWord model (pymicro-wakeword's models, `models/microwakeword-models.toml`).
+MICRO_WAKE_WORDS = {
+    "okay nabu": "okay_nabu",
+    "hey jarvis": "hey_jarvis",
+    "hey mycroft": "hey_mycroft",
+    "alexa": "alexa",
+}
+
+
 class WakeWordConfig(Section):
     """Wake word spotting."""
 
     enabled: bool = Field(True, description="Require the wake phrase before a command.")
-    engine: Literal["pocketsphinx"] = Field("pocketsphinx", description="Keyphrase spotter.")
+    engine: Literal["pocketsphinx", "microwakeword"] = Field(
+        "pocketsphinx",
+        description="`pocketsphinx` (keyphrase search: any phrase of dictionary words) or `microwakeword` (a "
+        "trained model per phrase: okay nabu, hey jarvis, hey mycroft, alexa); stop phrases always use pocketsphinx.",
+    )
     phrase: str = Field("hey computer", min_length=1, description="Wake phrase (words from the ASR dictionary).")
     threshold: float = Field(
         1e-40, gt=0, lt=1, description="Keyphrase threshold; larger fires less often (fewer false accepts)."
+    )
+    probability: float | None = Field(
+        None, gt=0, lt=1, description="microWakeWord detection cutoff; unset means the model's own (0.85-0.97)."
     )
     follow_up_window_s: float = Field(
         8.0, ge=0, le=120, description="After a reply, speech within this window needs no wake word."
@@ -101,6 +117,16 @@ class WakeWordConfig(Section):
     @property
     def resolved_cmn_file(self) -> Path:
         return self.cmn_file if self.cmn_file is not None else state_dir() / "asr-cmn.txt"
+
+    @model_validator(mode="after")
+    def _micro_phrase(self) -> WakeWordConfig:
+        if self.engine == "microwakeword" and self.phrase.lower() not in MICRO_WAKE_WORDS:
+            raise PydanticCustomError(
+                "with_fix",
+                "microWakeWord has no model for the phrase '{phrase}'",
+                {"phrase": self.phrase, "fix": f"set wake_word.phrase to one of: {', '.join(MICRO_WAKE_WORDS)}"},
+            )
+        return self
 
 
 class AsrConfig(Section):
@@ -128,6 +154,20 @@ class AsrConfig(Section):
         description="Also run free recognition on every utterance, for speech that is not a command "
         "(the LLM fallback); costs CPU while listening.",
     )
+    free_model: str | None = Field(
+        None,
+        description="Neural recognizer for open speech, by model manifest: `moonshine-base-en-onnx` (unset means it "
+        "for English), `whisper-tiny.en-ct2` (the whisper extra); empty: the engine's own free pass. Commands "
+        "keep the engine's grammar.",
+    )
+    threads: int = Field(1, ge=1, le=64, description="CPU threads of the neural recognizer (shared with the LLM).")
+
+    @property
+    def resolved_free_model(self) -> str:
+        """The neural free-pass model, or "" for the engine's own (measured in bench.asr: Moonshine base)."""
+        if self.free_model is None:
+            return "moonshine-base-en-onnx" if self.language.lower().startswith("en") else ""
+        return self.free_model
 
     @model_validator(mode="after")
     def _vosk_needs_model(self) -> AsrConfig:

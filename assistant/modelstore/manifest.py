@@ -47,6 +47,24 @@ class Part(_Strict):
         return self
 
 
+class FileEntry(_Strict):
+    """One file of a model that is a folder of files."""
+
+    name: str = Field(pattern=r"^[^/\\]+$")
+    size: int = Field(gt=0)
+    sha256: Sha256
+
+
+class FilesSource(_Strict):
+    """A model that is a folder of files inside an installed Python distribution (CTranslate2, ONNX)."""
+
+    kind: Literal["files"]
+    package: str
+    version: str
+    path: str = Field(description="Folder relative to the distribution's install root (site-packages).")
+    files: list[FileEntry] = Field(min_length=1, description="Every file the runtime reads, each checked.")
+
+
 class PartsSource(_Strict):
     kind: Literal["parts"]
     parts: list[Part] = Field(min_length=1)
@@ -66,7 +84,9 @@ class QuantizedSource(_Strict):
     )
 
 
-Source = Annotated[FileSource | PackageSource | PartsSource | QuantizedSource, Field(discriminator="kind")]
+Source = Annotated[
+    FileSource | PackageSource | PartsSource | QuantizedSource | FilesSource, Field(discriminator="kind")
+]
 
 
 class ModelManifest(_Strict):
@@ -74,15 +94,19 @@ class ModelManifest(_Strict):
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     description: str
-    format: Literal["gguf"] = "gguf"
-    architecture: str = Field(description="GGUF general.architecture, e.g. llama, qwen2.")
+    format: Literal["gguf", "ctranslate2", "onnx", "tflite"] = Field(
+        "gguf", description="gguf: one file; others: a folder."
+    )
+    architecture: str = Field(description="GGUF general.architecture (llama, qwen2), or the model family (whisper).")
     parameters: str = Field(description="Human-readable size, e.g. 135M.")
     vocab_family: str = Field(description="Models of one family share token ids (draft/target pairs).")
     quantization: str
     license: str
     optional: bool = Field(False, description="Not needed by the default configuration.")
     size: int = Field(gt=0, description="Size in bytes of the complete model file.")
-    sha256: Sha256 | None = Field(None, description="Unset only when the complete file cannot be assembled.")
+    sha256: Sha256 | None = Field(
+        None, description="Unset only when the complete file cannot be assembled, or for a folder (each file has one)."
+    )
     notes: str = ""
     source: Source
     manifest_path: Path | None = Field(None, exclude=True)
@@ -93,14 +117,22 @@ class ModelManifest(_Strict):
             total = sum(p.size for p in self.source.parts)
             if total != self.size:
                 raise ValueError(f"parts add up to {total} bytes but size is {self.size}")
-        if self.sha256 is None and not isinstance(self.source, PartsSource):
+        if isinstance(self.source, FilesSource):
+            total = sum(f.size for f in self.source.files)
+            if total != self.size:
+                raise ValueError(f"files add up to {total} bytes but size is {self.size}")
+            if self.format == "gguf":
+                raise ValueError("a gguf model is one file: use a package, file or parts source")
+        elif self.format != "gguf":
+            raise ValueError(f"a {self.format} model is a folder: use a files source")
+        elif self.sha256 is None and not isinstance(self.source, PartsSource):
             raise ValueError("sha256 is required unless the model is an incomplete set of parts")
         return self
 
     @property
     def complete(self) -> bool:
         """False when the registry ships only some of the parts (recorded, never usable)."""
-        return self.sha256 is not None
+        return self.sha256 is not None or isinstance(self.source, FilesSource)
 
 
 class ManifestError(Exception):

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from assistant.modelstore.gguf_header import GGUFHeaderError, read_keys
 from assistant.modelstore.manifest import (
     FileSource,
+    FilesSource,
     ManifestError,
     ModelManifest,
     PackageSource,
@@ -88,7 +89,7 @@ def _human(n: int) -> str:
     return f"{n} B"
 
 
-def _package_file(package: str, version: str | None, rel: str, *, what: str) -> Path:
+def _package_file(package: str, version: str | None, rel: str, *, what: str, folder: bool = False) -> Path:
     try:
         dist = metadata.distribution(package)
     except metadata.PackageNotFoundError:
@@ -99,7 +100,7 @@ def _package_file(package: str, version: str | None, rel: str, *, what: str) -> 
             packages=[pin],
         ) from None
     path = Path(str(dist.locate_file(rel)))
-    if not path.is_file():
+    if not (path.is_dir() if folder else path.is_file()):
         raise ModelMissing(
             f"{what}: {path} is missing from installed package {package} {dist.version}"
             f"{f' (manifest expects {version})' if version and version != dist.version else ''}; "
@@ -176,13 +177,15 @@ class ModelStore:
             return path
         if isinstance(src, PackageSource):
             return _package_file(src.package, src.version, src.path, what=f"model '{manifest.name}'")
+        if isinstance(src, FilesSource):
+            return _package_file(src.package, src.version, src.path, what=f"model '{manifest.name}'", folder=True)
         return self.cache_dir / f"{manifest.name}.gguf"  # assembled or re-quantized here
 
     def required_packages(self, manifest: ModelManifest) -> list[str]:
         src = manifest.source
         if isinstance(src, QuantizedSource):
             return self.required_packages(self.get(src.base))
-        if isinstance(src, PackageSource):
+        if isinstance(src, PackageSource | FilesSource):
             return [f"{src.package}=={src.version}"]
         if isinstance(src, PartsSource):
             return list(dict.fromkeys(f"{p.package}=={p.version}" for p in src.parts if p.package))
@@ -229,9 +232,16 @@ class ModelStore:
 
     def _stamp_key(self, path: Path, manifest: ModelManifest) -> dict[str, object]:
         # ctime too: a write that restores size and mtime (or a tool that preserves them) still moves it.
+        src = manifest.source
+        if isinstance(src, FilesSource):  # a folder: every file it is made of
+            return {"path": str(path.resolve()), "files": [self._file_key(path / f.name, f.sha256) for f in src.files]}
+        return self._file_key(path, manifest.sha256)
+
+    @staticmethod
+    def _file_key(path: Path, sha256: str | None) -> dict[str, object]:
         st = path.stat()
         return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                "ctime_ns": st.st_ctime_ns, "sha256": manifest.sha256}  # fmt: skip
+                "ctime_ns": st.st_ctime_ns, "sha256": sha256}  # fmt: skip
 
     def _write_stamp(self, manifest: ModelManifest, path: Path) -> None:
         stamp = self._stamp_path(manifest, path)
@@ -247,9 +257,10 @@ class ModelStore:
         try:
             stamp = json.loads(self._stamp_path(manifest, path).read_text())
             verified_at = float(stamp.pop("verified_at"))
+            key = self._stamp_key(path, manifest)
         except (OSError, ValueError, KeyError, TypeError):
             return False
-        return bool(stamp == self._stamp_key(path, manifest)) and time.time() - verified_at < self.reverify_s
+        return bool(stamp == key) and time.time() - verified_at < self.reverify_s
 
     def _check_gguf_header(self, manifest: ModelManifest, path: Path) -> None:
         try:
@@ -279,6 +290,12 @@ class ModelStore:
             path = self.locate(manifest)
             if not path.exists():
                 return None
+        elif isinstance(src, FilesSource):
+            path = self.locate(manifest)
+            for f in src.files:
+                self._check_file(path / f.name, f.size, f.sha256, f"model '{manifest.name}' file {f.name}", reporter)
+            self._write_stamp(manifest, path)
+            return path
         else:
             path = self.locate(manifest)
         self._check_file(path, manifest.size, manifest.sha256, f"model '{manifest.name}'", reporter)

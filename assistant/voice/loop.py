@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from assistant.asr import Recognizer, Spot, Spotter
+from assistant.asr import Recognition, Recognizer, Spot, Spotter, Transcript
 from assistant.audio import FRAME, RATE, Endpointer, RingBuffer, Speaker
 from assistant.audio.vad import VadEvent
 from assistant.config.schema import AssistantConfig
@@ -263,6 +263,7 @@ class VoiceLoop:
                 self.endpointer.reset()
                 self._finish("early", self.endpointer.last_speech)
                 return
+            self.recognizer.pause()
             self._last_partial = partial
 
     def _finish(self, ended_by: str, end_sample: int) -> None:
@@ -271,12 +272,18 @@ class VoiceLoop:
         trace.speech_end_sample = end_sample
         trace.eos = self._wall_at(end_sample)
         trace.endpoint = time.monotonic()
-        rec = self.recognizer.final()
+        woke = trace.woke_by == "wake_word"
+
+        def unwoken(t: Transcript | None) -> Transcript | None:
+            return t.model_copy(update={"text": strip_wake(t.text, self._wake)}) if t is not None and woke else t
+
+        def command_taken(command: Transcript | None) -> bool:  # then no free pass is needed
+            return accept(unwoken(command), self.assistant.router, self.cfg.asr.min_confidence,
+                          expecting_answer=self.session.expecting_answer)[0]  # fmt: skip
+
+        rec = self.recognizer.final(speech_end=end_sample - self._listen_from, skip_free=command_taken)
         trace.asr_final = time.monotonic()
-        if trace.woke_by == "wake_word":
-            for t in (rec.command, rec.free):
-                if t is not None:
-                    t.text = strip_wake(t.text, self._wake)
+        rec = Recognition(command=unwoken(rec.command), free=unwoken(rec.free))
         ok, why = accept(rec.command, self.assistant.router, self.cfg.asr.min_confidence,
                          expecting_answer=self.session.expecting_answer)  # fmt: skip
         if ok and rec.command is not None:
