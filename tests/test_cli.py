@@ -118,7 +118,7 @@ def test_models_list_and_verify() -> None:
     names = {line.split()[1].rstrip(":") for line in verify.stdout.splitlines() if line.startswith("ok   ")}
     assert names == {
         "smollm2-135m-instruct-q4_1", "qwen2.5-coder-1.5b-instruct-q4_k_m", "qwen2.5-coder-0.5b-instruct-q4_k_m",
-        "moonshine-base-en-onnx", "microwakeword-models",
+        "moonshine-base-en-onnx", "microwakeword-models", "hibari-heart",
     }  # fmt: skip
 
 

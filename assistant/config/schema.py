@@ -189,7 +189,12 @@ class AsrConfig(Section):
 class TtsConfig(Section):
     """Spoken replies."""
 
-    engine: Literal["espeak", "piper"] = Field("espeak", description="`espeak` (espeak-ng wheel) or `piper`.")
+    engine: Literal["espeak", "piper", "hibari"] | None = Field(
+        None,
+        description="`hibari` (English, Kokoro-class, its bundled American voice: tts.voice is not used), "
+        "`espeak` (espeak-ng wheel, any language) or `piper` (GPL extra); unset means hibari for the "
+        "default voice en-us and espeak for any other (measured in bench.tts).",
+    )
     voice: str = Field(
         "en-us",
         min_length=1,
@@ -200,6 +205,13 @@ class TtsConfig(Section):
     piper_model: ExistingFile | None = Field(
         None, description="Piper `.onnx` voice file, if not using a voice package."
     )
+
+    @property
+    def resolved_engine(self) -> Literal["espeak", "piper", "hibari"]:
+        """hibari speaks American English only; every other voice or language stays with espeak-ng."""
+        if self.engine is not None:
+            return self.engine
+        return "hibari" if self.voice == "en-us" else "espeak"
 
 
 class ThreadsConfig(Section):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from assistant.asr import load_recognizer, load_spotter
 from assistant.audio import Endpointer, Speaker, load_vad
+from assistant.modelstore import ModelStore
 from assistant.pipeline import Assistant
 from assistant.tts import load_tts
 from assistant.voice.commands import voice_corpus
@@ -21,6 +22,5 @@ def build_voice(
         cfg = cfg.model_copy(update={"wake_word": cfg.wake_word.model_copy(update={"enabled": wake_word})})
     recognizer = load_recognizer(cfg, voice_corpus(cfg, assistant.router))
     spotter = load_spotter(cfg, learn=learn) if cfg.wake_word.enabled or cfg.wake_word.stop_phrases else None
-    return VoiceLoop(
-        assistant, recognizer, Endpointer(load_vad(cfg.vad), cfg.vad), load_tts(cfg.tts), speaker, spotter, cfg=cfg
-    )
+    tts = load_tts(cfg.tts, ModelStore.from_config(cfg))
+    return VoiceLoop(assistant, recognizer, Endpointer(load_vad(cfg.vad), cfg.vad), tts, speaker, spotter, cfg=cfg)

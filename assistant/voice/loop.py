@@ -348,14 +348,17 @@ class VoiceLoop:
     # --- barge-in -------------------------------------------------------------------------------------
 
     def _echo(self, spot: Spot) -> bool:
-        """The spotter heard words the assistant itself said in the last two seconds."""
+        """The spotter heard words the assistant itself is saying, or said until a second ago (the
+        time is where each sentence ends in the speaker's queue, not when it was queued: a long
+        reply's later sentences play seconds after they are synthesized)."""
         now = time.monotonic()
         words = set(words_of(spot.phrase))
-        return any(now - t < 2.0 and words <= set(words_of(text)) for t, text in self._spoken)
+        return any(now < end + 1.0 and words <= set(words_of(text)) for end, text in self._spoken)
 
     def _barge_in(self, spot: Spot) -> None:
         self._cancel.set()
         self.speaker.stop()
+        self._spoken.clear()  # what was queued will not be heard
         trace = self._trace
         trace.barge_in = spot.phrase
         trace.barge_in_stop_ms = round((time.monotonic() - self._wall_at(self.position - spot.lag_samples)) * 1000, 1)
@@ -434,7 +437,9 @@ class VoiceLoop:
                 continue
             if trace is not None and trace.barge_in is not None:
                 continue
-            self._spoken.append((time.monotonic(), text))
+            # When this sentence will have been heard: after what is queued before it, plus its own length.
+            start = max(time.monotonic(), self._spoken[-1][0] if self._spoken else 0.0)
+            self._spoken.append((start + len(audio) / self.tts.rate, text))
             self.speaker.play(audio, self.tts.rate)
             if trace is not None and trace.first_audio is None:
                 trace.first_audio = time.monotonic()
