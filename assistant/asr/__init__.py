@@ -8,9 +8,13 @@ phrases, `assistant.voice.commands`): a recognizer needs nothing of the router.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from assistant.asr.base import AsrError, Recognition, Recognizer, Spot, Spotter, Transcript, Word
 from assistant.config.schema import AssistantConfig
+
+if TYPE_CHECKING:
+    from assistant.modelstore import ModelStore
 
 __all__ = [
     "AsrError",
@@ -53,8 +57,9 @@ def _neural(cfg: AssistantConfig, commands: Recognizer | None) -> Recognizer:
     from assistant.asr.neural import MoonshineTranscriber, NeuralRecognizer, Transcriber, WhisperTranscriber
     from assistant.modelstore import ModelError, ModelStore
 
+    store = ModelStore.from_config(cfg)
     try:
-        manifest = ModelStore.from_config(cfg).get(cfg.asr.resolved_free_model)
+        manifest = store.get(cfg.asr.resolved_free_model)
     except ModelError as exc:
         raise AsrError(f"asr.free_model: {exc}") from exc
     transcriber: Transcriber
@@ -64,7 +69,7 @@ def _neural(cfg: AssistantConfig, commands: Recognizer | None) -> Recognizer:
             f"asr.free_model: '{manifest.name}' is a {manifest.format} {manifest.architecture} model, not a speech "
             "recognizer; use moonshine-base-en-onnx or whisper-tiny.en-ct2 (see `assistant models list`)"
         )
-    path = _model_dir(cfg, manifest.name, "asr.free_model")
+    path = _model_dir(store, manifest.name, "asr.free_model")
     if kind == ("onnx", "moonshine"):
         transcriber = MoonshineTranscriber(path, threads=cfg.asr.threads)
     else:
@@ -86,16 +91,16 @@ def load_spotter(cfg: AssistantConfig, *, learn: bool = True) -> Spotter:
         assert keyphrases is not None
         return keyphrases
     from assistant.asr.microwakeword import MicroWakeWordSpotter
+    from assistant.modelstore import ModelStore
 
-    models = _model_dir(cfg, "microwakeword-models", "wake_word.engine")
+    models = _model_dir(ModelStore.from_config(cfg), "microwakeword-models", "wake_word.engine")
     return MicroWakeWordSpotter(models, ww.phrase, cutoff=ww.probability, others=keyphrases)
 
 
-def _model_dir(cfg: AssistantConfig, name: str, key: str) -> Path:
+def _model_dir(store: ModelStore, name: str, key: str) -> Path:
     """A speech model's folder from the model store, verified."""
-    from assistant.modelstore import ModelError, ModelStore
+    from assistant.modelstore import ModelError
 
-    store = ModelStore.from_config(cfg)
     try:
         return store.prepare(store.get(name))
     except ModelError as exc:

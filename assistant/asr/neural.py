@@ -1,11 +1,11 @@
-"""Open speech with a neural recognizer (Whisper via faster-whisper), commands with the grammar.
+"""Open speech with a neural recognizer (Moonshine on ONNX Runtime, or Whisper via faster-whisper),
+commands with the grammar.
 
-Whisper is not streaming: it hears a whole utterance. `NeuralRecognizer` keeps the utterance's
-audio, re-decodes the growing buffer in a worker thread at most every `partial_every_s` while
-speech goes on, and at the end reuses the last decode when it already covered the speech: the
-end-of-speech hang-over (0.5 s of silence the voice loop waits for) is spent decoding, not waiting.
-Commands keep their own recognizer (PocketSphinx with the skills' grammar), which is faster and
-exact on the phrases it knows.
+Neither is streaming: each hears a whole utterance. `NeuralRecognizer` keeps the utterance's audio,
+decodes it in a worker thread once speech pauses, and at the end reuses that decode when nothing was
+said after it: the end-of-speech hang-over (0.5 s of silence the voice loop waits for) is spent
+decoding, not waiting. Commands keep their own recognizer (PocketSphinx with the skills' grammar),
+which is faster and exact on the phrases it knows.
 """
 
 from __future__ import annotations
@@ -124,20 +124,12 @@ class NeuralRecognizer:
     """The `Recognizer` for a non-streaming transcriber, with an optional command-grammar recognizer.
 
     A decode of the buffer starts in a worker thread at each `pause` (the voice loop calls it once
-    speech pauses without a complete command) and, with `partial_every_s` > 0, every that many
-    seconds of audio. A command the caller takes (`skip_free`) costs no free decode at all.
+    speech pauses without a complete command). A command the caller takes (`skip_free`) costs no
+    free decode at all.
     """
 
-    def __init__(
-        self,
-        transcriber: Transcriber,
-        commands: Recognizer | None = None,
-        *,
-        partial_every_s: float = 0.0,
-        tail_s: float = 0.15,
-    ):
+    def __init__(self, transcriber: Transcriber, commands: Recognizer | None = None, *, tail_s: float = 0.15):
         self.transcriber, self.commands = transcriber, commands
-        self.partial_every = int(partial_every_s * RATE)
         self.tail = int(tail_s * RATE)  # kept after the end of speech: the last word's decay
         self._lock = threading.Condition()
         self._frames: list[np.ndarray] = []
@@ -145,7 +137,6 @@ class NeuralRecognizer:
         self._inflight = 0  # samples the running decode covers (0: none runs)
         self._decoded: tuple[int, Transcript | None] | None = None  # (samples covered, result)
         self._generation = 0
-        self._last_kick = 0
         self.reused = 0  # finals answered by a decode made while the speech was ending (for bench.asr)
 
     @property
@@ -155,7 +146,7 @@ class NeuralRecognizer:
     def start(self) -> None:
         with self._lock:  # a decode still running for the last utterance is dropped when it ends
             self._generation += 1
-            self._frames, self._n, self._decoded, self._last_kick = [], 0, None, 0
+            self._frames, self._n, self._decoded = [], 0, None
         if self.commands is not None:
             self.commands.start()
 
@@ -165,15 +156,13 @@ class NeuralRecognizer:
         with self._lock:
             self._frames.append(np.asarray(frame, dtype=np.int16))
             self._n += len(frame)
-            if self.partial_every > 0 and self._n - self._last_kick >= self.partial_every:
-                self._kick()
 
     def _kick(self) -> None:
         """Decode the whole buffer in the background, unless a decode runs or already covers it (lock held)."""
         covered = self._decoded[0] if self._decoded is not None else 0
         if self._inflight or covered >= self._n or self._n < RATE // 10:
             return
-        self._last_kick = self._inflight = self._n
+        self._inflight = self._n
         audio, generation = self._audio(self._n), self._generation
         threading.Thread(target=self._decode, args=(audio, generation), name="asr-partial", daemon=True).start()
 

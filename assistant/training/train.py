@@ -112,6 +112,7 @@ class PackedBatches:
             shared = min(shared, common_prefix(prompts[0], p))
         self.prefix = encoded[0][0][:shared]
         self.rests: list[Any] = []
+        self.prefix_h: Any = None
         with torch.no_grad():
             for start in range(0, len(encoded), chunk):
                 part = list(range(start, min(start + chunk, len(encoded))))
@@ -121,7 +122,8 @@ class PackedBatches:
                 rope = self.inner.rotary_emb(h, pos)
                 for layer in self.inner.layers[:first_trained]:
                     h = layer(h, attention_mask=mask, position_ids=pos, position_embeddings=rope)
-                self.prefix_h = h[:, :shared]
+                if self.prefix_h is None:  # the same in every chunk: kept once, not as a view of a chunk
+                    self.prefix_h = h[:, :shared].clone()
                 at = shared
                 for i in part:
                     n = len(encoded[i][0]) - shared
