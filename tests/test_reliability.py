@@ -293,10 +293,12 @@ def test_a_network_sink_sends_with_the_frameworks_permissions(tmp_path: Path) ->
     import threading
 
     received: list[bytes] = []
+    handled = threading.Event()
 
     class Handler(socketserver.StreamRequestHandler):
         def handle(self) -> None:
             received.append(self.rfile.readline())
+            handled.set()
 
     class NetSink:
         def __init__(self, port: int):
@@ -311,6 +313,8 @@ def test_a_network_sink_sends_with_the_frameworks_permissions(tmp_path: Path) ->
         assistant = Assistant(_home(tmp_path), None)
         assistant.runtime.home._sink = NetSink(server.server_address[1])
         reply = assistant.ask("turn on the kitchen light", now=NOW)
+        # The command sits in the listen backlog until serve_forever's next poll; a shutdown before it drops it.
+        handled.wait(timeout=10)
         server.shutdown()
     assert reply.error is None and reply.text == "Turning on the kitchen light."
     assert [json.loads(r)["action"] for r in received] == ["turn_on"]
