@@ -250,7 +250,8 @@ class Assistant:
         if route.intent is None:
             return Handled(Reply(text="Okay." if route.stage == "follow_up" else NO_SKILL_REPLY))
         skill, intent = route.intent.split(".", 1)
-        concern = command_concern(text) if route.stage != "follow_up" and self._acts(skill) else None
+        acts = self._acts(skill) and not self.router.intents[route.intent].query
+        concern = command_concern(text) if route.stage != "follow_up" and acts else None
         if concern is not None:
             kind, words = concern
             route.reason += f"; not a clear command ({kind}: '{words}'): nothing was sent"
@@ -273,6 +274,12 @@ class Assistant:
             confirmed=route.stage in ("template", "follow_up"),  # the LLM's choices ask before sensitive actions
         )
         reply, output = run.reply, run.output
+        fallback = self.router.fallback
+        if run.nothing_to_do and route.stage == "classifier" and fallback is not None and route.intent != fallback:
+            route.reason += f"; {route.intent} found nothing to do ('{reply.text}'): the chat fallback answers"
+            log.info("%s: %s", text[:80], route.reason)
+            route.stage, route.intent, route.slots, route.missing = "fallback", fallback, {}, []
+            return self._handle(route, None, text, session, on_text, cancel, now)
         streamed = output.text
         if streamed and reply.text and reply.text.strip() not in streamed:
             extra = " " + reply.text.strip()

@@ -10,7 +10,7 @@ import re
 from functools import cache
 from typing import Any
 
-from assistant.skills import Context, Enum, Number, Skill, Text, to_digits
+from assistant.skills import Context, Enum, NothingToDo, Number, Skill, Text, to_digits
 
 skill = Skill("calculator", description="Arithmetic and unit conversions.")
 
@@ -118,7 +118,7 @@ def calculate(ctx: Context) -> str:
     """Evaluate arithmetic."""
     value = ctx.slots.get("expression")  # the LLM classifier may choose this intent for text with no sum in it
     if value is None:
-        return "I can work out sums like seven times eight, but I found no numbers to calculate in that."
+        raise NothingToDo("I can work out sums like seven times eight, but I found no numbers to calculate in that.")
     return f"That's {spoken_number(value)}."
 
 
@@ -146,7 +146,9 @@ def convert(ctx: Context) -> str:
     unit, target = ctx.slots.get("unit"), ctx.slots.get("target")
     amount = ctx.slots.get("amount", 1)  # "how many grams are in a kilogram"
     if unit is None or target is None or amount is None or unit == target:
-        return "Please say the amount, its unit and the unit you want, like: convert five miles to kilometers."
+        raise NothingToDo(
+            "Please say the amount, its unit and the unit you want, like: convert five miles to kilometers."
+        )
     ureg = _registry()
     try:
         result = ureg.Quantity(amount, unit).to(target).magnitude

@@ -125,6 +125,34 @@ def set_temperature(ctx: Context) -> Reply:
     return _run(ctx, "set_temperature", ctx.slots["temperature"])
 
 
+_REPORTED = {"on": "on", "off": "off", "locked": "locked", "unlocked": "unlocked", "open": "open",
+             "closed": "closed", "opening": "opening", "closing": "closing"}  # fmt: skip
+
+
+@skill.intent(
+    "state",
+    templates=[
+        f"is {_THE} [{{room}}] {{device}} [still] {_WHERE} (on|off|locked|unlocked|open|closed|shut)",
+        f"(what is|what's) the (state|status) of {_THE} [{{room}}] {{device}} {_WHERE}",
+    ],
+    slots=SLOTS,
+    examples=["did i leave the porch light on", "is the front door still unlocked"],
+    query=True,
+)
+def state(ctx: Context) -> Reply:
+    """Say what a device last reported (the MQTT sink hears it; a file sink cannot)."""
+    if not ctx.home.devices:
+        return Reply(text=NO_DEVICES)
+    if "device" not in ctx.slots:
+        return Reply(text="Which device do you mean?")
+    device, reported = ctx.home.state(ctx.slots["device"], ctx.slots.get("room"))
+    if reported is None:
+        return Reply(text=f"I can't tell: the {device.name} has not reported its state to me.")
+    word = _REPORTED.get(reported.lower())
+    said = word if word is not None else f"at {reported}"
+    return Reply(text=f"The {device.name} is {said}.", data={"device": device.id, "state": reported})
+
+
 @skill.intent(
     "open",
     templates=[f"(open|raise) {_THE} [{{room}}] {{device}} {_WHERE}"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from assistant.skills import ChatMessage, Context, Enum, Skill, Text
+from assistant.skills import ChatMessage, Context, Enum, NothingToDo, Skill, Text
 
 LANGUAGES = ["french", "spanish", "german", "italian", "portuguese", "dutch", "korean", "japanese", "chinese",
              "english", "russian", "polish", "swedish", "turkish"]  # fmt: skip
@@ -47,7 +47,7 @@ def translate(ctx: Context) -> str:
     """Translate a phrase."""
     text, language = ctx.slots.get("text"), ctx.slots.get("language")
     if not text or not language:
-        return "Say for example: translate good morning into French."
+        raise NothingToDo("Say for example: translate good morning into French.")
     messages = [
         ChatMessage(role="system", content=skill.system_prompt or ""),
         ChatMessage(role="user", content=f"Translate to {language}: {text}"),

@@ -253,6 +253,11 @@ def speculative_block(
     # With the adapter the target moves away from the (adapter-less) draft.
     lora_plain, _ = run(target, "skill")
     lora_spec, _ = run(spec, "skill")
+    measured_by_k = {}  # the draft length forced, against the plain decode measured above
+    for k in (1, 2, 4) if quick else (1, 2, 4, 8):
+        spec.fixed_k = k
+        measured_by_k[k] = round(run(spec)[1] / plain_tps, 3)
+    spec.fixed_k = None
     block = {
         "target": f"{target_name} ({target_path.stat().st_size / 1e9:.2f} GB)",
         "draft": f"{draft_name} ({draft_path.stat().st_size / 1e9:.2f} GB)",
@@ -281,6 +286,7 @@ def speculative_block(
         "best_possible_predicted": round(max(cost.table(max(acceptance, 1e-6)).values()), 3),
         "draft_prompt_catch_up_s": round(draft_prefill_s, 3),
         "predicted_by_k": cost.table(acceptance),
+        "measured_by_k": measured_by_k,
         "cost_model": {
             "draft_ms": round(cost.draft_s * 1000, 2),
             "verify_ms_fit": [round(v * 1000, 2) for v in cost.verify_s],
@@ -413,6 +419,7 @@ def main() -> None:
     parser.add_argument("--sd-only", action="store_true", help="Only the speculative-decoding blocks.")
     parser.add_argument("--backend", choices=["llama_cpp", "tvm"], default="llama_cpp",
                         help="tvm: compare the compiled TVM backend with llama.cpp (needs the tvm extra).")  # fmt: skip
+    parser.add_argument("--plot", type=Path, help="Also draw predicted vs measured speedup by k (PNG; SD blocks).")
     args = parser.parse_args()
     repeats = 2 if args.quick else args.repeats
     n = 64 if args.quick else 128
@@ -426,6 +433,7 @@ def main() -> None:
             results["sd"] = speculative_block(store, args.threads, args.quick, Path(tmp))
             results["sd_standard"] = speculative_block(store, args.threads, args.quick, Path(tmp), STANDARD_PAIR)
         emit(results, args.json)
+        _plot(results, args.plot)
         return
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -531,6 +539,16 @@ def main() -> None:
         results["targets"]["sd.speedup>=2.0"] = results["sd"]["speedup"] >= 2.0
         results["targets"]["sd.identical_to_greedy"] = bool(results["sd"]["identical_to_greedy"])
     emit(results, args.json)
+    _plot(results, args.plot)
+
+
+def _plot(results: dict[str, Any], path: Path | None) -> None:
+    """One PNG per measured speculation block: PATH for `sd`, PATH's stem + `-standard` for `sd_standard`."""
+    from bench.plots import speedup_by_k
+
+    for key, suffix in (("sd", ""), ("sd_standard", "-standard")):
+        if path is not None and "predicted_by_k" in results.get(key, {}):
+            speedup_by_k(results[key], path.with_name(f"{path.stem}{suffix}{path.suffix}"))
 
 
 if __name__ == "__main__":

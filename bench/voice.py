@@ -201,6 +201,11 @@ def _breakdown(traces: list[TurnTrace]) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in stages.items()}
 
 
+def _turns(kind: str, results: list[tuple[str, TurnTrace | None, float | None]]) -> list[dict[str, Any]]:
+    """Each answered turn's stages, for the JSON and `--plot`."""
+    return [{"label": f"{kind}: {text}", "breakdown": t.breakdown_ms()} for text, t, _ in results if t is not None]
+
+
 def _summary(results: list[tuple[str, TurnTrace | None, float | None]]) -> tuple[list[float], list[TurnTrace]]:
     latencies = [lat for _, _, lat in results if lat is not None]
     return latencies, [t for _, t, _ in results if t is not None]
@@ -211,6 +216,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="Also write the results to this file.")
     parser.add_argument("--no-llm", action="store_true", help="Local skills only (no model load).")
     parser.add_argument("--profile", choices=["standard", "small"], default="standard")
+    parser.add_argument("--plot", type=Path, help="Also draw each turn's stages as stacked bars (PNG).")
     args = parser.parse_args()
 
     cfg = load_config(overrides={"profile": args.profile})
@@ -227,6 +233,7 @@ def main() -> None:
     finally:
         loop.close()
     lat, traces = _summary(local)
+    turns = _turns("local", local)
     expected = dict(COMMANDS)
     for text, trace, latency in local:
         got = trace.intent if trace else None
@@ -264,6 +271,7 @@ def main() -> None:
             finally:
                 loop.close()
             lat, traces = _summary(answers)
+            turns += _turns(key, answers)
             for text, trace, latency in answers:
                 print(f"{key} {text!r}: heard {trace and trace.transcript!r} -> {trace and trace.intent} "
                       f"{latency and round(latency)} ms; reply {trace and trace.reply[:60]!r}")  # fmt: skip
@@ -277,7 +285,12 @@ def main() -> None:
     n, seconds = false_accepts(assistant)
     results.update(wake_false_accepts=n, wake_false_accept_audio_s=seconds,
                    wake_false_accepts_per_hour=n * 3600 / seconds)  # fmt: skip
+    results["turns"] = turns
     emit(results, args.json)
+    if args.plot:
+        from bench.plots import voice_stages
+
+        voice_stages(turns, args.plot, title=f"Voice turns, {args.profile} profile")
     assistant.close()
 
 

@@ -30,19 +30,20 @@ fi
 PY="$VENV/bin/python"
 "$PY" -m pip install --quiet --upgrade pip
 
-# --- system audio libraries (Debian/Ubuntu, when run as root) ------------------
+# --- system packages (Debian/Ubuntu, when run as root) --------------------------
 # PortAudio for the live microphone and speaker (`assistant run`); for the tests also PulseAudio and
-# ALSA's pulse plugin, which give the live-stream test a virtual sound card. Without them the
-# assistant still runs headless (--wav/--text) and that test skips, saying why.
+# ALSA's pulse plugin, which give the live-stream test a virtual sound card, and the mosquitto broker
+# the MQTT home sink's tests start. Without the audio ones the assistant still runs headless
+# (--wav/--text) and that test skips, saying why.
 debs="libportaudio2"
-case ",$EXTRAS," in *,test,*) debs="$debs pulseaudio libasound2-plugins" ;; esac
+case ",$EXTRAS," in *,test,*) debs="$debs pulseaudio libasound2-plugins mosquitto" ;; esac  # mosquitto: the MQTT sink's tests
 missing=""
 for deb in $debs; do
     dpkg-query -W -f='${Status}' "$deb" 2>/dev/null | grep -q "ok installed" || missing="$missing $deb"
 done
 if [ -n "$missing" ]; then
     if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
-        echo "==> installing system audio packages:$missing"
+        echo "==> installing system packages:$missing"
         { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null; } \
             || echo "    (could not install$missing: live audio is unavailable, headless use is not affected)"
     else

@@ -96,6 +96,31 @@ def test_shared_system_prompt_is_reused_and_output_matches_a_cold_cache(engine: 
     assert fresh.tokens == reused.tokens
 
 
+def test_a_conversation_is_kept_while_another_prompt_takes_the_engine(engine: LocalEngine) -> None:
+    """A voice session: a chat turn, the router's classifier (another prompt), the next chat turn. The
+    conversation is parked in its system prompt's slot, so the second turn does not evaluate its history
+    again (on the 1.5B that was seconds per turn), and answers exactly as from an empty cache."""
+    engine.reset()
+    first = chat("Name a large animal.")
+    reply = engine.generate(first, max_tokens=16).result()
+    shots = [ChatMessage(role="user", content="lights on", fixed=True),
+             ChatMessage(role="assistant", content="home.on", fixed=True)]  # fmt: skip
+    other = [ChatMessage(role="system", content="Sort requests into labels."), *shots]
+    engine.generate([*other, ChatMessage(role="user", content="turn on the light")], max_tokens=3).result()
+    second = [
+        *first,
+        ChatMessage(role="assistant", content=reply),
+        ChatMessage(role="user", content="And a small one?"),
+    ]
+    warm = engine.generate(second, max_tokens=16)
+    warm.result()
+    assert warm.stats.cached_tokens > len(engine.prompt_tokens(first)[0]), warm.stats
+    engine.reset()
+    cold = engine.generate(second, max_tokens=16)
+    cold.result()
+    assert warm.tokens == cold.tokens
+
+
 def test_streaming_pieces_add_up_to_the_text(engine: LocalEngine) -> None:
     gen = engine.generate(chat("Describe the ocean in two sentences."), max_tokens=40)
     pieces = list(gen)

@@ -221,7 +221,14 @@ def test_the_calculator_takes_fractions_and_what_the_classifier_sends_it() -> No
 
     a.router.classifier = Picks("calculator.calculate")
     reply = a.ask("how many bones are in the adult human body")  # crashed: KeyError 'expression'
-    assert reply.error is None and "no numbers" in reply.text
+    # Then it said "I found no numbers"; now the guess is undone and the chat fallback answers.
+    assert reply.route.intent == "chat.answer" and reply.route.stage == "fallback"  # (no LLM in this test)
+    assert "calculator.calculate found nothing to do" in reply.route.reason and "no numbers" in reply.route.reason
+    a.router.classifier = Picks("translate.translate")
+    reply = a.ask("who painted the mona lisa")
+    assert reply.route.intent == "chat.answer" and "translate.translate found nothing" in reply.route.reason
+    # After a template match the skill was asked for: its message says how to ask.
+    assert a.ask("convert five miles to miles").text.startswith("Please say the amount")
     assert a.ask("how many grams are in a kilogram").text == "1 kilogram is 1000 grams."  # "a" is one
 
 

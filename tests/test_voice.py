@@ -92,6 +92,16 @@ def test_endpointer_reports_the_end_of_speech_within_600_ms() -> None:
     assert reported_at is not None and (reported_at - speech_end) / RATE <= 0.6
 
 
+def test_the_wake_phrase_is_stripped_as_neural_recognizers_write_it() -> None:
+    """Before, Moonshine's "Hey computer, why is the sky blue?" reached the router whole, so no template matched."""
+    from assistant.voice.commands import strip_wake
+
+    assert strip_wake("Hey computer, turn on the light.", "hey computer") == "turn on the light."
+    assert strip_wake("A computer, why is the sky blue?", "hey computer") == "why is the sky blue?"
+    assert strip_wake("hey computer what time is it", "hey computer") == "what time is it"
+    assert strip_wake("what does a computer do", "hey computer") == "what does a computer do"  # not at the start
+
+
 def test_webrtc_vad_is_an_option() -> None:
     cfg = VadConfig(engine="webrtc")
     audio, _ = speech("what time is it", "en-us", snr_db=None)

@@ -43,14 +43,15 @@ class Recognition(BaseModel):
 class Recognizer(Protocol):
     """Streaming recognition of one utterance at a time, 16 kHz int16 frames in.
 
-    `start` begins an utterance (models stay loaded; recognizers are reused), `accept` takes audio,
+    `start` begins an utterance (models stay loaded; recognizers are reused; `skip`: samples at its
+    start that hold the wake phrase, which a recognizer of whole utterances may leave out), `accept` takes audio,
     `partial` is the current command hypothesis (cheap, called every frame), `pause` says speech
     paused without a complete command (a recognizer that decodes whole utterances may start now),
     `final` ends it: `speech_end` (samples since `start`) is where speech stopped when the caller
     knows, and `skip_free` may spare the free pass when the command pass is what the caller takes.
     """
 
-    def start(self) -> None: ...
+    def start(self, skip: int = 0) -> None: ...
 
     def accept(self, frame: np.ndarray) -> None: ...
 

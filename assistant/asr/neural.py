@@ -137,16 +137,17 @@ class NeuralRecognizer:
         self._inflight = 0  # samples the running decode covers (0: none runs)
         self._decoded: tuple[int, Transcript | None] | None = None  # (samples covered, result)
         self._generation = 0
+        self._skip = 0
         self.reused = 0  # finals answered by a decode made while the speech was ending (for bench.asr)
 
     @property
     def problems(self) -> list[str]:
         return self.commands.problems if self.commands is not None else []
 
-    def start(self) -> None:
+    def start(self, skip: int = 0) -> None:
         with self._lock:  # a decode still running for the last utterance is dropped when it ends
             self._generation += 1
-            self._frames, self._n, self._decoded = [], 0, None
+            self._frames, self._n, self._decoded, self._skip = [], 0, None, max(0, skip)
         if self.commands is not None:
             self.commands.start()
 
@@ -160,19 +161,20 @@ class NeuralRecognizer:
     def _kick(self) -> None:
         """Decode the whole buffer in the background, unless a decode runs or already covers it (lock held)."""
         covered = self._decoded[0] if self._decoded is not None else 0
-        if self._inflight or covered >= self._n or self._n < RATE // 10:
+        if self._inflight or covered >= self._n or self._n - self._skip < RATE // 4:
             return
         self._inflight = self._n
         audio, generation = self._audio(self._n), self._generation
-        threading.Thread(target=self._decode, args=(audio, generation), name="asr-partial", daemon=True).start()
+        args = (audio, self._n, generation)
+        threading.Thread(target=self._decode, args=args, name="asr-partial", daemon=True).start()
 
     def _audio(self, n: int) -> np.ndarray:
-        """The first n samples of the utterance (lock held)."""
+        """The utterance's first n samples, less the skipped start (lock held)."""
         if len(self._frames) > 1:
             self._frames = [np.concatenate(self._frames)]
-        return self._frames[0][:n] if self._frames else np.zeros(0, np.int16)
+        return self._frames[0][min(self._skip, n) : n] if self._frames else np.zeros(0, np.int16)
 
-    def _decode(self, audio: np.ndarray, generation: int) -> None:
+    def _decode(self, audio: np.ndarray, n: int, generation: int) -> None:
         result: Transcript | None = None
         try:
             result = self.transcriber.transcribe(audio)
@@ -181,7 +183,7 @@ class NeuralRecognizer:
             generation = -1
         with self._lock:
             if generation == self._generation:
-                self._decoded = (len(audio), result)
+                self._decoded = (n, result)
             self._inflight = 0
             self._lock.notify_all()
 

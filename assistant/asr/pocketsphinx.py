@@ -135,7 +135,7 @@ class PocketSphinxRecognizer:
     def _decoders(self) -> list[Any]:
         return [d for d in (self._cmd, self._free) if d is not None]
 
-    def start(self) -> None:
+    def start(self, skip: int = 0) -> None:
         if self._active:
             for d in self._decoders():
                 d.end_utt()

@@ -104,7 +104,7 @@ class VoskRecognizer:
     def _recognizers(self) -> list[Any]:
         return [r for r in (self._cmd, self._free) if r is not None]
 
-    def start(self) -> None:
+    def start(self, skip: int = 0) -> None:
         for r in self._recognizers():
             r.Reset()
 

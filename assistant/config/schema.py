@@ -14,6 +14,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -374,6 +375,46 @@ class HomeDevice(Section):
     aliases: list[str] = Field([], description="Other names for it.")
 
 
+class MqttConfig(Section):
+    """The MQTT broker of `home.sink = "mqtt"` (Home Assistant's MQTT conventions; topics take `{device}`, the id)."""
+
+    host: str = Field("127.0.0.1", min_length=1, description="Broker host.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is the usual TLS port).")
+    username: str | None = Field(None, description="Broker user; unset connects anonymously.")
+    password: SecretStr | None = Field(
+        None, description="Broker password; unset reads $ASSISTANT_MQTT_PASSWORD (keep it out of the file)."
+    )
+    tls: bool = Field(False, description="Connect with TLS.")
+    ca_file: ExistingFile | None = Field(None, description="CA certificate for TLS; unset uses the system's.")
+    client_id: str = Field("voice-assistant", min_length=1, description="MQTT client id (unique per broker).")
+    qos: Literal[1, 2] = Field(
+        1, description="Commands are acknowledged by the broker: at least once (1) or exactly once (2)."
+    )
+    command_topic: str = Field(
+        "assistant/{device}/set", description="ON/OFF, LOCK/UNLOCK, OPEN/CLOSE (Home Assistant's default payloads)."
+    )
+    level_topic: str = Field("assistant/{device}/level/set", description="Brightness, speed or position, 0-100.")
+    temperature_topic: str = Field("assistant/{device}/temperature/set", description="Target temperature.")
+    state_topic: str = Field(
+        "assistant/{device}/state", description="What a device reports (ON/OFF, LOCKED/UNLOCKED, open/closed...)."
+    )
+    ack_timeout_s: float = Field(
+        2.0, gt=0, le=60, description="Wait this long for the broker's acknowledgement before saying it is queued."
+    )
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive.")
+
+    @field_validator("command_topic", "level_topic", "temperature_topic", "state_topic")
+    @classmethod
+    def _has_device(cls, topic: str) -> str:
+        if topic.count("{device}") != 1 or "+" in topic or "#" in topic:
+            raise PydanticCustomError(
+                "with_fix",
+                "topic {topic} must hold the device placeholder exactly once, and no wildcards",
+                {"topic": repr(topic), "fix": 'write it like "assistant/{device}/set"'},
+            )
+        return topic
+
+
 class HomeConfig(Section):
     """Devices of the home this assistant controls, and where commands go."""
 
@@ -383,9 +424,10 @@ class HomeConfig(Section):
     sink: str = Field(
         "jsonl",
         min_length=1,
-        description="Where commands go: `jsonl` (append to `sink_path`), `log`, or the name of a plugin "
-        "in the `assistant.home_sinks` entry-point group.",
+        description="Where commands go: `jsonl` (append to `sink_path`), `log`, `mqtt` (a broker, `[home.mqtt]`), "
+        "or the name of a plugin in the `assistant.home_sinks` entry-point group.",
     )
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
     sink_path: AnyPath | None = Field(
         None, description="JSONL file for the `jsonl` sink; unset means `$XDG_STATE_HOME/assistant/home.jsonl`."
     )

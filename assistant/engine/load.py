@@ -43,7 +43,9 @@ def load_engine(cfg: AssistantConfig, store: ModelStore | None = None, reporter:
     if manifest.sha256 and e.backend == "llama_cpp":
         from importlib.metadata import version
 
-        kv = cfg.models.resolved_cache_dir / "kv" / f"{manifest.sha256[:16]}-llama-cpp-{version('llama-cpp-python')}"
+        # A state file holds one KV stream per sequence: it loads only into as many streams.
+        runtime = f"llama-cpp-{version('llama-cpp-python')}-{1 + e.prefix_slots}streams"
+        kv = cfg.models.resolved_cache_dir / "kv" / f"{manifest.sha256[:16]}-{runtime}"
         engine.prefix_store = PrefixStore(kv)
     try:
         # Every configured adapter is loaded now, so a request never waits for a load.

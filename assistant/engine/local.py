@@ -33,7 +33,8 @@ class PrefixSlot:
 
     seq: int
     adapter: str | None = None
-    tokens: list[int] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)  # the prefix, then maybe a parked conversation
+    fixed: int = 0  # how many of `tokens` are the prefix this slot keeps
     last_used: float = 0.0
 
 
@@ -123,7 +124,8 @@ class LocalEngine(ABC):
 
     @abstractmethod
     def _seq_state(self, seq: int) -> bytes | None:
-        """A sequence's KV state as bytes (None: this backend cannot)."""
+        """A sequence's KV state as bytes (None: this backend cannot). Asked only of WORK_SEQ right after
+        a decode: a copy into another sequence may not have happened yet (llama.cpp defers them)."""
 
     @abstractmethod
     def _set_seq_state(self, seq: int, state: bytes) -> bool:
@@ -218,24 +220,49 @@ class LocalEngine(ABC):
             self._cached = source.tokens[:best]
             source.last_used = time.monotonic()
         self._cached_adapter = adapter
-        self._decode(tokens[best:], best)
+        prefix, start = tokens[:cache_prefix], best
+        store = self.prefix_store if adapter is None and len(prefix) >= MIN_TOKENS else None
+        if store is not None and start < cache_prefix < len(tokens) and not store.holds(prefix):
+            # The prefix alone first, so that the file holds its state and nothing of the user's text.
+            self._decode(tokens[start:cache_prefix], start)
+            if (state := self._seq_state(WORK_SEQ)) is not None:
+                store.save(prefix, state)
+            start = cache_prefix
+        self._decode(tokens[start:], start)
         if cache_prefix > 0:
-            self._remember_prefix(tokens[:cache_prefix], adapter)
+            self._remember_prefix(prefix, adapter)
         return best
+
+    def _slot_holding(self, prefix: list[int], adapter: str | None) -> PrefixSlot | None:
+        """The slot kept for exactly this prefix (its tokens may go on with a parked conversation)."""
+        for slot in self._slots:
+            if slot.adapter == adapter and slot.fixed == len(prefix) and slot.tokens[: slot.fixed] == prefix:
+                return slot
+        return None
 
     def _remember_prefix(self, prefix: list[int], adapter: str | None) -> None:
         if not self._slots:
             return
-        for slot in self._slots:
-            if slot.adapter == adapter and slot.tokens == prefix:
-                slot.last_used = time.monotonic()
-                return
+        slot = self._slot_holding(prefix, adapter)
+        if slot is not None:
+            slot.last_used = time.monotonic()
+            return
         slot = self._free_slot()
         self._seq_copy(WORK_SEQ, slot.seq, len(prefix))
-        slot.tokens, slot.adapter, slot.last_used = list(prefix), adapter, time.monotonic()
-        store = self.prefix_store if adapter is None and len(prefix) >= MIN_TOKENS else None
-        if store is not None and not store.holds(prefix) and (state := self._seq_state(slot.seq)) is not None:
-            store.save(prefix, state)
+        slot.tokens, slot.fixed, slot.adapter, slot.last_used = list(prefix), len(prefix), adapter, time.monotonic()
+
+    def park(self, prefix: list[int], adapter: str | None) -> None:
+        """Keep the whole working sequence (prompt and reply) in the slot of its fixed prefix.
+
+        The next turn of the conversation starts with it: its history is then reused, not evaluated
+        again after a request with another prompt (the router's classifier) took the working sequence.
+        """
+        slot = self._slot_holding(prefix, adapter) if self._cached_adapter == adapter else None
+        if slot is None or slot.tokens == self._cached or self._cached[: len(prefix)] != prefix:
+            return
+        self._seq_clear(slot.seq)
+        self._seq_copy(WORK_SEQ, slot.seq, len(self._cached))
+        slot.tokens, slot.last_used = list(self._cached), time.monotonic()
 
     def _free_slot(self) -> PrefixSlot:
         """The least recently used slot (empty ones first), emptied."""
@@ -254,7 +281,7 @@ class LocalEngine(ABC):
         if not self._set_seq_state(slot.seq, state):
             self._seq_clear(slot.seq)
             return None
-        slot.tokens, slot.adapter, slot.last_used = list(prefix), None, time.monotonic()
+        slot.tokens, slot.fixed, slot.adapter, slot.last_used = list(prefix), len(prefix), None, time.monotonic()
         return slot
 
     def reset(self) -> None:
@@ -408,6 +435,8 @@ class TextGeneration:
             finally:
                 if self.stats.finish_reason is None:  # the consumer stopped iterating early
                     self._finish("cancelled", t0)
+                if self.request.cache_prefix:
+                    self._engine.park(self.request.tokens[: self.request.cache_prefix], self.request.adapter)
 
     def _steps(self, t0: float) -> Iterator[str]:
         eng, req = self._engine, self.request

@@ -33,7 +33,13 @@ _VALUE_RANGE = {"set_level": (0.0, 100.0), "set_temperature": (5.0, 35.0)}
 
 
 class HomeSink(Protocol):
-    def send(self, device: HomeDevice, command: HomeCommand) -> None: ...
+    def send(self, device: HomeDevice, command: HomeCommand) -> None:
+        """Deliver a checked command; a `HomeError` it raises is what the user hears."""
+        ...
+
+    def state(self, device: HomeDevice) -> str | None:
+        """What the device last reported (e.g. "ON"), or None when this sink hears nothing back."""
+        ...
 
 
 class JsonlSink:
@@ -49,10 +55,16 @@ class JsonlSink:
         with self._lock, self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
+    def state(self, device: HomeDevice) -> str | None:
+        return None  # a file hears nothing back
+
 
 class LogSink:
     def send(self, device: HomeDevice, command: HomeCommand) -> None:
         log.info("home: %s %s %s", device.id, command.action, command.value)
+
+    def state(self, device: HomeDevice) -> str | None:
+        return None
 
 
 def _default_sink_path() -> Path:
@@ -64,9 +76,13 @@ def make_sink(cfg: HomeConfig) -> HomeSink:
         return JsonlSink(cfg.sink_path or _default_sink_path())
     if cfg.sink == "log":
         return LogSink()
+    if cfg.sink == "mqtt":
+        from assistant.skillhost.mqtt import MqttSink
+
+        return MqttSink(cfg.mqtt)
     found = [ep for ep in entry_points(group="assistant.home_sinks") if ep.name == cfg.sink]
     if not found:
-        known = ", ".join(["jsonl", "log", *(ep.name for ep in entry_points(group="assistant.home_sinks"))])
+        known = ", ".join(["jsonl", "log", "mqtt", *(ep.name for ep in entry_points(group="assistant.home_sinks"))])
         raise HomeError(f"home.sink '{cfg.sink}' is not installed (known sinks: {known})")
     factory = found[0].load()
     return factory(cfg) if callable(factory) else factory  # type: ignore[no-any-return]
@@ -133,9 +149,20 @@ class Home:
 
     def send(self, device: HomeDevice, command: HomeCommand) -> HomeDevice:
         """Send a checked command."""
-        as_framework(self.sink.send, device, command)  # a network sink needs no permission of the skill
+        as_framework(self._send, device, command)  # a network sink needs no permission of the skill
         self.sent.append((device, command))
         return device
+
+    def _send(self, device: HomeDevice, command: HomeCommand) -> None:
+        self.sink.send(device, command)  # the sink is made here, on first use: under the framework's permissions
+
+    def state(self, name: str, room: str | None = None) -> tuple[HomeDevice, str | None]:
+        """The device and what it last reported (None: the sink hears nothing back)."""
+        device = self.resolve(name, room)
+        return device, as_framework(self._state, device)
+
+    def _state(self, device: HomeDevice) -> str | None:
+        return self.sink.state(device)
 
 
 class ConfirmationNeeded(Exception):
@@ -163,6 +190,9 @@ class TurnHome:
 
     def rooms(self) -> list[str]:
         return self._home.rooms()
+
+    def state(self, name: str, room: str | None = None) -> tuple[HomeDevice, str | None]:
+        return self._home.state(name, room)
 
     def execute(self, command: HomeCommand) -> HomeDevice:
         device = self._home.check(command)  # a command that cannot run is refused, not asked about

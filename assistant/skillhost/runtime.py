@@ -25,7 +25,17 @@ from assistant.skillhost.llm import SkillLLM
 from assistant.skillhost.loader import LoadedSkill, LoadProblem, discover, load
 from assistant.skillhost.sandbox import grant, install_audit_hook
 from assistant.skillhost.scheduler import Scheduler
-from assistant.skills.api import Context, FollowUp, Handler, Intent, PermissionDenied, Reply, Skill, SkillError
+from assistant.skills.api import (
+    Context,
+    FollowUp,
+    Handler,
+    Intent,
+    NothingToDo,
+    PermissionDenied,
+    Reply,
+    Skill,
+    SkillError,
+)
 from assistant.skills.capabilities import HomeCommand, HomeError, describe, spoken_name
 from assistant.skills.slots import Enum
 
@@ -38,6 +48,7 @@ class RunResult(NamedTuple):
     reply: Reply
     output: TurnOutput  # what the handler streamed during the turn
     error: str | None  # timeout, error, permission or suspended when the skill failed
+    nothing_to_do: bool = False  # the handler raised NothingToDo: reply.text is its message
 
 
 class SkillRuntime:
@@ -193,6 +204,9 @@ class SkillRuntime:
             )
         if isinstance(error, HomeError):
             return RunResult(Reply(text=str(error)), output, None)
+        if isinstance(error, NothingToDo):
+            log.info("handler %s found nothing to do: %s", label, error)
+            return RunResult(Reply(text=str(error)), output, None, nothing_to_do=True)
         if isinstance(error, ConfirmationNeeded):
             log.info("handler %s: %s asks for a yes first", label, error.command.model_dump_json())
             question = str(error)

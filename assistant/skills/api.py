@@ -36,6 +36,15 @@ class PermissionDenied(Exception):
     """A skill used a capability it did not declare."""
 
 
+class NothingToDo(Exception):
+    """Raised by a handler that finds nothing it can use in the utterance (no numbers for a sum).
+
+    When the LLM classifier chose the intent, the turn goes to the chat fallback instead (the
+    guess was wrong: "how many bones are in the body" is not a sum); after a template match the
+    message is spoken, so it should say how to ask.
+    """
+
+
 class Generation(BaseModel):
     """Per-skill LLM settings; unset fields use the engine's."""
 
@@ -112,6 +121,7 @@ class Intent:
     examples: list[str] = field(default_factory=list)
     description: str = ""
     fallback: bool = False
+    query: bool = False  # only reads state ("is the light on"): questions may reach it in a skill that acts
 
 
 @dataclass
@@ -138,6 +148,7 @@ class Skill:
         examples: list[str] | None = None,
         description: str = "",
         fallback: bool = False,
+        query: bool = False,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.intents.append(
@@ -149,6 +160,7 @@ class Skill:
                     examples=list(examples or []),
                     description=description or (handler.__doc__ or "").strip().split("\n")[0],
                     fallback=fallback,
+                    query=query,
                 )
             )
             return handler

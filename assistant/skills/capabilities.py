@@ -89,6 +89,11 @@ class HomeControl(Protocol):
         """Checks the command against the configured devices and sends it; raises `HomeError` if it does not fit."""
         ...
 
+    def state(self, name: str, room: str | None = None) -> tuple[Device, str | None]:
+        """The device and what it last reported ("ON", "LOCKED", "open", "21.5"), or None when the
+        sink hears nothing back; raises `HomeError` for an unknown or ambiguous name."""
+        ...
+
 
 class LLM(Protocol):
     """`ctx.llm` (permission `llm`): the shared model, with the skill's adapter and system prompt."""

@@ -25,6 +25,7 @@ class HibariSynthesizer:
             raise TtsError(f"hibari voice {model} cannot be loaded: {e}") from e
         self.rate = int(SAMPLE_RATE)
         self.volume = volume
+        self.synthesize("Hello.")  # the first call costs ~0.3 s more (measured): not in the first reply
 
     def synthesize(self, text: str) -> np.ndarray:
         """The same text gives the same audio (a fixed seed for the model's noise component)."""

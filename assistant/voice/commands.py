@@ -9,6 +9,7 @@ otherwise the free-recognition transcript (if any) goes to the router and the LL
 from __future__ import annotations
 
 import re
+import string
 
 from assistant.asr.base import Transcript
 from assistant.config.schema import AssistantConfig
@@ -54,8 +55,9 @@ def voice_corpus(cfg: AssistantConfig, router: Router) -> list[str]:
 def strip_wake(text: str, wake: str) -> str:
     """The command after the wake phrase (also when free recognition misheard its first word)."""
     words, wake_words = text.split(), wake.lower().split()
-    if wake_words and wake_words[-1] in words[: len(wake_words) + 1]:
-        return " ".join(words[words.index(wake_words[-1]) + 1 :])
+    bare = [w.strip(string.punctuation).lower() for w in words]  # neural recognizers write "Hey computer,"
+    if wake_words and wake_words[-1] in bare[: len(wake_words) + 1]:
+        return " ".join(words[bare.index(wake_words[-1]) + 1 :])
     return text
 
 

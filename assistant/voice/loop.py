@@ -35,6 +35,7 @@ from assistant.voice.commands import accept, is_command, strip_wake, words_of
 
 log = logging.getLogger("assistant.voice")
 State = Literal["idle", "listening", "responding"]
+WAKE_MARGIN = RATE // 10  # of the wake phrase's end, kept for the open-speech recognizer
 
 
 class TurnTrace(BaseModel):
@@ -217,9 +218,11 @@ class VoiceLoop:
     def _listen_after(self, spot: Spot) -> None:
         """A new command starts at the wake phrase (the recognizer's grammar knows it; it is stripped)."""
         log.info("wake word at %.2f s", (self.position - spot.lag_samples) / RATE)
-        self._listen(self.position - spot.start_lag_samples, "wake_word", heard=self.endpointer.in_speech)
+        # Open speech need not hear the wake phrase again (less to decode); a little is kept in case it ended late.
+        phrase = max(0, spot.start_lag_samples - spot.lag_samples - WAKE_MARGIN)
+        self._listen(self.position - spot.start_lag_samples, "wake_word", heard=self.endpointer.in_speech, skip=phrase)
 
-    def _listen(self, start: int, woke_by: str, heard: bool) -> None:
+    def _listen(self, start: int, woke_by: str, heard: bool, skip: int = 0) -> None:
         self.state = "listening"
         self._trace = TurnTrace(woke_by=woke_by)  # type: ignore[arg-type]
         self._listen_from = start
@@ -227,7 +230,7 @@ class VoiceLoop:
         self._last_partial = ""
         if heard:
             self._trace.speech_start_sample = start
-        self.recognizer.start()
+        self.recognizer.start(skip)
         backlog = self.ring.since(start)
         for i in range(0, len(backlog), FRAME):
             self.recognizer.accept(backlog[i : i + FRAME])
@@ -235,7 +238,7 @@ class VoiceLoop:
     def _while_listening(self, frame: np.ndarray, spot: Spot | None, event: VadEvent | None) -> None:
         # Speech in the follow-up window may still begin with the wake word: start after it.
         if self._trace.woke_by == "follow_up" and spot is not None and self._is_wake(spot):
-            self.recognizer.final()
+            self._drop_utterance()
             self._listen_after(spot)
             return
         self.recognizer.accept(frame)
@@ -248,7 +251,7 @@ class VoiceLoop:
         if not self._heard:
             if self.position - self._listen_from > self.cfg.vad.start_timeout_s * RATE:
                 log.info("no speech after the wake word")
-                self.recognizer.final()
+                self._drop_utterance()
                 self.state = "idle"
             return
         if self.endpointer.in_speech and self.endpointer.silence_ms >= self.cfg.vad.early_end_ms:
@@ -265,6 +268,10 @@ class VoiceLoop:
                 return
             self.recognizer.pause()
             self._last_partial = partial
+
+    def _drop_utterance(self) -> None:
+        """End an utterance nobody will answer, without its free pass (a neural decode costs ~0.5 s)."""
+        self.recognizer.final(skip_free=lambda _: True)
 
     def _finish(self, ended_by: str, end_sample: int) -> None:
         trace = self._trace

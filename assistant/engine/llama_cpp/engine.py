@@ -74,11 +74,16 @@ class LlamaCppEngine(LocalEngine):
         self.vocab = LlamaVocab(model, self._name)
 
         cparams = ll.llama_context_default_params()
-        cparams.n_ctx = context_size
+        # One KV stream per sequence, each `context_size` cells: a sequence's tokens then sit in its
+        # cells in order. In one shared (unified) stream, new tokens went into cells freed by evicted
+        # prefix slots, before their context's cells, and flash attention's result changed (~0.7 in
+        # the logits). The price: memory for every slot's full context, and copies between streams
+        # copy data (a whole stream: ~10 ms for the 1.5B's 57 MB at 2,048 tokens).
+        cparams.n_ctx = context_size * (1 + prefix_slots)
         cparams.n_batch = batch_size
         cparams.n_ubatch = batch_size
         cparams.n_seq_max = 1 + prefix_slots
-        cparams.kv_unified = True  # prefix slots share cells with the working sequence: seq_cp copies no data
+        cparams.kv_unified = False
         cparams.n_threads = threads
         cparams.n_threads_batch = threads_batch
         cparams.no_perf = True
@@ -93,7 +98,7 @@ class LlamaCppEngine(LocalEngine):
             )
         self._ctx = ctx
         self._mem = ll.llama_get_memory(ctx)
-        self.context_size = int(ll.llama_n_ctx(ctx))
+        self.context_size = int(ll.llama_n_ctx_seq(ctx))
         self.batch_size = batch_size
         self.threads = (threads, threads_batch)
         self._batch = ll.llama_batch_init(batch_size, 0, 1)
@@ -167,15 +172,6 @@ class LlamaCppEngine(LocalEngine):
                 b.logits[i] = 1 if (all_logits or (last_chunk and i == len(chunk) - 1)) else 0
             b.n_tokens = len(chunk)
             rc = ll.llama_decode(self._ctx, b)
-            if rc == 1 and not all_logits and any(slot.tokens for slot in self._slots):
-                # No free KV cells: the cached prefixes give way. The request starts over on an empty
-                # cache rather than in the slots' freed cells (see the README's known defect).
-                redo = [*self._cached[: start_pos + off], *tokens[off:]]
-                held = sum(bool(slot.tokens) for slot in self._slots)
-                log.info("KV cache full: dropping %d cached prefixes and re-evaluating %d tokens", held, len(redo))
-                self.reset()
-                self._decode(redo, 0)
-                return
             if rc != 0:
                 # Whatever part of the chunk landed is unknown; forget it so the cache stays truthful.
                 self.truncate(start_pos + off)
@@ -197,7 +193,9 @@ class LlamaCppEngine(LocalEngine):
         ll.llama_memory_seq_rm(self._mem, seq, 0, -1)
 
     def _seq_copy(self, src: int, dst: int, n: int) -> None:
-        ll.llama_memory_seq_cp(self._mem, src, dst, 0, n)
+        # Between streams llama.cpp copies only whole streams, at the next decode; the tail is cut here.
+        ll.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
+        ll.llama_memory_seq_rm(self._mem, dst, n, -1)
 
     def _reset_kv(self) -> None:
         ll.llama_memory_clear(self._mem, True)
