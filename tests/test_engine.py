@@ -266,6 +266,39 @@ def test_grammar_constrains_the_output(engine: LocalEngine) -> None:
         engine.generate(chat("Hi"), grammar="root ::= (")
 
 
+def test_a_prefix_from_disk_never_goes_into_a_slot_a_queued_copy_will_overwrite(
+    default_model_path: Path, tmp_path: Path
+) -> None:
+    """llama.cpp copies between KV streams at the next decode. With one slot, the chat turn's parked
+    conversation was still queued for that slot when a long prefix was loaded into it from disk; the copy
+    then overwrote it and the answer was made from the wrong KV. Such a slot is evaluated instead."""
+    from assistant.engine.prefix_store import PrefixStore
+
+    rules = " ".join(f"Rule {i}: answer briefly and politely." for i in range(40))
+    long = [ChatMessage(role="system", content=rules), ChatMessage(role="user", content="Name a fruit.")]
+    store = PrefixStore(tmp_path / "kv")
+
+    def session(with_store: bool) -> list[int]:
+        """A chat turn (its conversation parked into the only slot: a queued copy), then the long prompt."""
+        eng = LlamaCppEngine(default_model_path, name="disk", context_size=1024, prefix_slots=1)
+        eng.prefix_store = store if with_store else None
+        try:
+            eng.generate(chat("Name a color."), max_tokens=8).result()
+            gen = eng.generate(long, max_tokens=12)
+            gen.result()
+            return gen.tokens
+        finally:
+            eng.close()
+
+    first = LlamaCppEngine(default_model_path, name="disk", context_size=1024, prefix_slots=1)
+    first.prefix_store = store
+    first.generate(long, max_tokens=2).result()  # the prefix's file
+    first.close()
+    # The same steps without a file are the reference (the same batches: this CPU build's logits depend
+    # on how a prompt is split into batches, so a cold run is not).
+    assert session(with_store=True) == session(with_store=False)
+
+
 def test_a_long_fixed_prefix_is_kept_on_disk_for_the_next_process(default_model_path: Path, tmp_path: Path) -> None:
     """A fresh engine loads a long prompt prefix's KV state instead of evaluating it (the standard
     profile's classifier prompt: ~11 s on 2 cores), and answers exactly as when it evaluates it."""

@@ -191,7 +191,8 @@ def test_a_token_decoded_after_a_slot_was_evicted_gets_the_cold_logits(engine: L
 
 def test_cached_prefixes_give_way_when_the_kv_cache_is_full(default_model_path: Path) -> None:
     """Before, a prompt that fit the context but not beside the cached prefixes failed ('llama_decode
-    returned 1'; 14 of 200 soak turns). Now the prefixes give way and the answer is a cold cache's."""
+    returned 1'; 14 of 200 soak turns). Each sequence now has a stream of its own: the prompt fits with
+    every slot held, and the answer is a cold cache's."""
     eng = LlamaCppEngine(default_model_path, name=DEFAULT_MODEL, context_size=256, prefix_slots=4)
     try:
         for i in range(4):

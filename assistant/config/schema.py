@@ -399,17 +399,21 @@ class MqttConfig(Section):
         "assistant/{device}/state", description="What a device reports (ON/OFF, LOCKED/UNLOCKED, open/closed...)."
     )
     ack_timeout_s: float = Field(
-        2.0, gt=0, le=60, description="Wait this long for the broker's acknowledgement before saying it is queued."
+        2.0,
+        gt=0,
+        le=5,
+        description="Wait this long for the broker's acknowledgement before saying it is queued (within a skill's "
+        "time budget).",
     )
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive.")
 
     @field_validator("command_topic", "level_topic", "temperature_topic", "state_topic")
     @classmethod
     def _has_device(cls, topic: str) -> str:
-        if topic.count("{device}") != 1 or "+" in topic or "#" in topic:
+        if topic.split("/").count("{device}") != 1 or topic.count("{device}") != 1 or "+" in topic or "#" in topic:
             raise PydanticCustomError(
                 "with_fix",
-                "topic {topic} must hold the device placeholder exactly once, and no wildcards",
+                "topic {topic} must hold the device placeholder exactly once, as a whole level, and no wildcards",
                 {"topic": repr(topic), "fix": 'write it like "assistant/{device}/set"'},
             )
         return topic

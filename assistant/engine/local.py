@@ -257,6 +257,8 @@ class LocalEngine(ABC):
         The next turn of the conversation starts with it: its history is then reused, not evaluated
         again after a request with another prompt (the router's classifier) took the working sequence.
         """
+        if self._closed:  # a generation collected after `close`: nothing is left to keep
+            return
         slot = self._slot_holding(prefix, adapter) if self._cached_adapter == adapter else None
         if slot is None or slot.tokens == self._cached or self._cached[: len(prefix)] != prefix:
             return

@@ -37,6 +37,8 @@ class HomeSink(Protocol):
         """Deliver a checked command; a `HomeError` it raises is what the user hears."""
         ...
 
+    def close(self) -> None: ...
+
     def state(self, device: HomeDevice) -> str | None:
         """What the device last reported (e.g. "ON"), or None when this sink hears nothing back."""
         ...
@@ -58,6 +60,9 @@ class JsonlSink:
     def state(self, device: HomeDevice) -> str | None:
         return None  # a file hears nothing back
 
+    def close(self) -> None:
+        pass
+
 
 class LogSink:
     def send(self, device: HomeDevice, command: HomeCommand) -> None:
@@ -65,6 +70,9 @@ class LogSink:
 
     def state(self, device: HomeDevice) -> str | None:
         return None
+
+    def close(self) -> None:
+        pass
 
 
 def _default_sink_path() -> Path:
@@ -95,6 +103,8 @@ class Home:
         self.cfg = cfg
         self.devices = list(cfg.devices)
         self._sink = sink
+        if sink is None and cfg.sink == "mqtt":
+            self._sink = make_sink(cfg)  # at start: connected, and device states heard, before the first turn
         self.sent: list[tuple[HomeDevice, HomeCommand]] = []
 
     @property
@@ -163,6 +173,10 @@ class Home:
 
     def _state(self, device: HomeDevice) -> str | None:
         return self.sink.state(device)
+
+    def close(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
 
 
 class ConfirmationNeeded(Exception):

@@ -5,9 +5,9 @@ Topics follow Home Assistant's MQTT conventions: a device's `command_topic` take
 `state_topic` carries what the device reports (retained), so "is the kitchen light on" is answered
 from the device, not from what we last sent. Every topic is a template with `{device}` (the id).
 
-Nothing is lost while the broker is down or restarting: each command waits in an outbox until the
-broker acknowledges it (QoS 1) and is published again after every reconnect; the turn says so when
-the acknowledgement does not come in time (`HomeQueued`), and a late delivery is logged.
+Nothing is lost while the broker is down or restarting: paho keeps each command until the broker
+acknowledges it (QoS 1) and sends it again, in order and once, after every reconnect; the turn says
+so when the acknowledgement does not come in time (`HomeQueued`), and a late delivery is logged.
 """
 
 from __future__ import annotations
@@ -46,13 +46,11 @@ class MqttSink:
             raise HomeError("home.sink = 'mqtt' needs paho-mqtt: pip install paho-mqtt") from e
         self.cfg = cfg
         self._lock = threading.Condition()
-        self._outbox: dict[int, _Pending] = {}  # in sending order
-        self._by_mid: dict[int, int] = {}
-        self._acked_mids: set[int] = set()
-        self._next = 0
+        self._pending: dict[int, _Pending] = {}  # by message id, until the broker acknowledges it
+        self._early_acks: set[int] = set()  # acknowledged before `send` noted the id
         self._connected = False
+        self._was_connected = False
         self._states: dict[str, str] = {}
-        self._ok = mqtt.MQTT_ERR_SUCCESS
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id, clean_session=True)
         password = cfg.password.get_secret_value() if cfg.password is not None else os.environ.get(PASSWORD_ENV)
         if cfg.username is not None:
@@ -75,26 +73,25 @@ class MqttSink:
             log.error("home.mqtt: %s:%d refused the connection: %s (check home.mqtt.username and password)",
                       self.cfg.host, self.cfg.port, reason)  # fmt: skip
             return
-        log.info("home.mqtt: connected to %s:%d", self.cfg.host, self.cfg.port)
-        client.subscribe(self.cfg.state_topic.format(device="+"), qos=1)
         with self._lock:
-            self._connected = True
-            self._by_mid.clear()  # a new session: whatever was in flight goes out again
-            pending = list(self._outbox)
-        for pid in pending:
-            self._publish(pid)
+            self._connected = self._was_connected = True
+            self._early_acks.clear()
+            waiting = len(self._pending)
+        # paho sends what it holds unacknowledged (ours included) once this returns, in order, once each.
+        log.info("home.mqtt: connected to %s:%d; %d commands go out now", self.cfg.host, self.cfg.port, waiting)
+        client.subscribe(self.cfg.state_topic.format(device="+"), qos=1)
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         with self._lock:
             self._connected = False
-            waiting = len(self._outbox)
+            waiting = len(self._pending)
         log.warning("home.mqtt: disconnected from %s:%d (%s); %d commands wait for it",
                     self.cfg.host, self.cfg.port, reason, waiting)  # fmt: skip
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         pattern = self.cfg.state_topic.split("/")
         parts = message.topic.split("/")
-        if len(parts) != len(pattern) or "{device}" not in pattern:
+        if len(parts) != len(pattern):
             return
         device = parts[pattern.index("{device}")]
         with self._lock:
@@ -102,36 +99,14 @@ class MqttSink:
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         with self._lock:
-            pid = self._by_mid.pop(mid, None)
-            if pid is None:
-                self._acked_mids.add(mid)  # acknowledged before `_publish` noted the mid
+            pending = self._pending.pop(mid, None)
+            if pending is None:
+                self._early_acks.add(mid)
                 return
-            self._delivered(pid)
-
-    # --- sending ---------------------------------------------------------------------------
-
-    def _delivered(self, pid: int) -> None:
-        """The broker has it (lock held)."""
-        pending = self._outbox.pop(pid, None)
-        if pending is not None and pending.told:
-            log.info("home.mqtt: the queued command for %s went out: %s %s", pending.device, pending.topic,
-                     pending.payload)  # fmt: skip
-        self._lock.notify_all()
-
-    def _publish(self, pid: int) -> None:
-        with self._lock:
-            pending = self._outbox.get(pid)
-            if pending is None or not self._connected:
-                return
-        info = self._client.publish(pending.topic, pending.payload, qos=self.cfg.qos)
-        with self._lock:
-            if info.rc != self._ok:
-                return  # not connected after all: the next connect publishes it
-            if info.mid in self._acked_mids:
-                self._acked_mids.discard(info.mid)
-                self._delivered(pid)
-            else:
-                self._by_mid[info.mid] = pid
+            if pending.told:
+                log.info("home.mqtt: the queued command for %s went out: %s %s", pending.device, pending.topic,
+                         pending.payload)  # fmt: skip
+            self._lock.notify_all()
 
     def message(self, device: HomeDevice, command: HomeCommand) -> tuple[str, str]:
         """(topic, payload) for a checked command."""
@@ -148,16 +123,21 @@ class MqttSink:
 
     def send(self, device: HomeDevice, command: HomeCommand) -> None:
         topic, payload = self.message(device, command)
+        # Handed to paho exactly once: it keeps a QoS 1/2 message until the broker acknowledges it,
+        # also while disconnected, and sends it again (same id, same order) after each reconnect.
+        info = self._client.publish(topic, payload, qos=self.cfg.qos)
         with self._lock:
-            pid, self._next = self._next, self._next + 1
-            self._outbox[pid] = _Pending(topic, payload, device.id)
-        self._publish(pid)
-        with self._lock:
-            if self._lock.wait_for(lambda: pid not in self._outbox, timeout=self.cfg.ack_timeout_s):
+            if info.mid in self._early_acks:
+                self._early_acks.discard(info.mid)
                 return
-            self._outbox[pid].told = True
-        log.warning("home.mqtt: no acknowledgement for %s %s within %.1f s: queued", topic, payload,
-                    self.cfg.ack_timeout_s)  # fmt: skip
+            self._pending[info.mid] = _Pending(topic, payload, device.id)
+            down = self._was_connected and not self._connected  # known to be down: no point waiting
+            if not down and self._lock.wait_for(lambda: info.mid not in self._pending, self.cfg.ack_timeout_s):
+                return
+            if info.mid not in self._pending:
+                return
+            self._pending[info.mid].told = True
+        log.warning("home.mqtt: no acknowledgement for %s %s: queued until the broker is back", topic, payload)
         raise HomeQueued(
             "The home hub is not answering right now. "
             f"I'll send the command for the {device.name} as soon as it is back."
@@ -176,7 +156,7 @@ class MqttSink:
     def waiting(self) -> int:
         """Commands the broker has not acknowledged yet."""
         with self._lock:
-            return len(self._outbox)
+            return len(self._pending)
 
     def close(self) -> None:
         self._client.disconnect()

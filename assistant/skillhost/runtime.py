@@ -230,6 +230,7 @@ class SkillRuntime:
 
     def close(self) -> None:
         self.scheduler.close()
+        self.home.close()
 
 
 YES_NO = Enum(

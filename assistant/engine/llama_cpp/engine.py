@@ -103,6 +103,7 @@ class LlamaCppEngine(LocalEngine):
         self.threads = (threads, threads_batch)
         self._batch = ll.llama_batch_init(batch_size, 0, 1)
         self._adapters: dict[str, _Adapter] = {}
+        self._copying: set[int] = set()  # sequences a queued copy (applied at the next decode) will overwrite
         self._active_adapter: str | None = None
         self.adapter_switches = 0
 
@@ -172,6 +173,7 @@ class LlamaCppEngine(LocalEngine):
                 b.logits[i] = 1 if (all_logits or (last_chunk and i == len(chunk) - 1)) else 0
             b.n_tokens = len(chunk)
             rc = ll.llama_decode(self._ctx, b)
+            self._copying.clear()  # a decode applies the queued copies first
             if rc != 0:
                 # Whatever part of the chunk landed is unknown; forget it so the cache stays truthful.
                 self.truncate(start_pos + off)
@@ -196,6 +198,7 @@ class LlamaCppEngine(LocalEngine):
         # Between streams llama.cpp copies only whole streams, at the next decode; the tail is cut here.
         ll.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
         ll.llama_memory_seq_rm(self._mem, dst, n, -1)
+        self._copying.add(dst)
 
     def _reset_kv(self) -> None:
         ll.llama_memory_clear(self._mem, True)
@@ -207,6 +210,8 @@ class LlamaCppEngine(LocalEngine):
         return bytes(buf[:written]) if written else None
 
     def _set_seq_state(self, seq: int, state: bytes) -> bool:
+        if seq in self._copying:
+            return False  # the queued copy would overwrite it at the next decode: evaluate instead
         buf = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
         return bool(ll.llama_state_seq_set_data(self._ctx, buf, len(state), seq))
 
