@@ -205,8 +205,10 @@ class LocalEngine(ABC):
                 n = common_prefix(slot.tokens, tokens)
                 if n > best:
                     best, source = n, slot
-        if adapter is None and best < cache_prefix and self.prefix_store is not None and cache_prefix >= MIN_TOKENS:
-            loaded = self._load_prefix(tokens[:cache_prefix])
+        prefix = tokens[:cache_prefix]
+        store = self.prefix_store if adapter is None and len(prefix) >= MIN_TOKENS else None  # long, adapter-free
+        if store is not None and best < cache_prefix:
+            loaded = self._load_prefix(store, prefix)
             if loaded is not None:
                 best, source = cache_prefix, loaded
         best = min(best, len(tokens) - 1)  # the last prompt token is evaluated again for its logits
@@ -220,8 +222,7 @@ class LocalEngine(ABC):
             self._cached = source.tokens[:best]
             source.last_used = time.monotonic()
         self._cached_adapter = adapter
-        prefix, start = tokens[:cache_prefix], best
-        store = self.prefix_store if adapter is None and len(prefix) >= MIN_TOKENS else None
+        start = best
         if store is not None and start < cache_prefix < len(tokens) and not store.holds(prefix):
             # The prefix alone first, so that the file holds its state and nothing of the user's text.
             self._decode(tokens[start:cache_prefix], start)
@@ -273,10 +274,9 @@ class LocalEngine(ABC):
         slot.tokens = []
         return slot
 
-    def _load_prefix(self, prefix: list[int]) -> PrefixSlot | None:
+    def _load_prefix(self, store: PrefixStore, prefix: list[int]) -> PrefixSlot | None:
         """A slot holding `prefix` from the disk store, if it has it (adapter-free state only)."""
-        assert self.prefix_store is not None
-        state = self.prefix_store.load(prefix)
+        state = store.load(prefix)
         if state is None or not self._slots:
             return None
         slot = self._free_slot()
