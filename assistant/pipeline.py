@@ -280,6 +280,9 @@ class Assistant:
             log.info("%s: %s", text[:80], route.reason)
             route.stage, route.intent, route.slots, route.missing = "fallback", fallback, {}, []
             return self._handle(route, None, text, session, on_text, cancel, now)
+        for stats in output.stats:
+            if stats.fallback and stats.fallback not in route.reason:
+                route.reason += f"; {stats.fallback}"
         streamed = output.text
         if streamed and reply.text and reply.text.strip() not in streamed:
             extra = " " + reply.text.strip()

@@ -86,8 +86,11 @@ def adapters_eval(
 
     cfg, sk, _, _ = _adapter_skill(skill, config)
     # The configured engine (backend, threads, context, ...) on the base the recipe trains on, with no
-    # configured adapter and no draft: only the base and the adapter under evaluation are loaded.
-    engine_cfg = cfg.engine.model_copy(update={"base_model": sk.recipe.base_model, "draft_model": None})
+    # configured adapter and no draft: only the base and the adapter under evaluation are loaded, on the
+    # device (a home server, backend "openai", is not what the adapter is evaluated on).
+    backend = "llama_cpp" if cfg.engine.backend == "openai" else cfg.engine.backend
+    update = {"base_model": sk.recipe.base_model, "draft_model": None, "backend": backend}
+    engine_cfg = cfg.engine.model_copy(update=update)
     try:
         engine = load_engine(cfg.model_copy(update={"engine": engine_cfg, "adapters": {}}), reporter=RichReporter())
     except (ModelError, EngineError) as exc:

@@ -72,4 +72,41 @@ def check_references(cfg: AssistantConfig, cpu_count: int | None = None) -> list
                 severity="warning",
             )
         )
+    problems += _remote_problems(cfg)
+    return problems
+
+
+def _remote_problems(cfg: AssistantConfig) -> list[ConfigProblem]:
+    """A home server's API key sent in clear beyond this machine is worth a warning."""
+    from urllib.parse import urlparse
+
+    from assistant.config.schema import is_loopback
+
+    remote = cfg.engine.remote
+    if cfg.engine.backend != "openai":
+        return []
+    problems = []
+    url = urlparse(remote.url)
+    keyed = remote.api_key is not None or bool(os.environ.get("ASSISTANT_REMOTE_API_KEY"))
+    if url.scheme == "http" and not is_loopback(url.hostname or "") and keyed:
+        problems.append(
+            ConfigProblem(
+                key="engine.remote.url",
+                message=f"{remote.url} is plain http beyond this machine: the API key travels readable with every "
+                "request",
+                fix="serve the API over https (a reverse proxy in front of the server) or keep it on a trusted network",
+                severity="warning",
+            )
+        )
+    budget = min(cfg.skills.timeout_s, cfg.skills.classifier_timeout_s)
+    if remote.first_token_timeout_s > budget / 2:
+        problems.append(
+            ConfigProblem(
+                key="engine.remote.first_token_timeout_s",
+                message=f"{remote.first_token_timeout_s:g} s leaves the local engine less than half of the "
+                f"{budget:g} s a handler or the classifier may take: a slow server's turns time out instead",
+                fix=f"set it to at most {budget / 2:g} s",
+                severity="warning",
+            )
+        )
     return problems

@@ -271,13 +271,70 @@ class TvmConfig(Section):
         return self
 
 
+class RemoteConfig(Section):
+    """An OpenAI-compatible home server (`engine.backend = "openai"`): llama.cpp's server, vLLM, ...
+
+    The local engine stays loaded: it answers whenever the server cannot (unreachable, refusing, dying
+    mid-answer: it then continues the words already said), and the turn's route reason says so.
+    """
+
+    url: str = Field(
+        "http://127.0.0.1:8080/v1",
+        description="Base URL of the server's OpenAI API (ending in /v1). Use https beyond this host: the API key "
+        "travels with every request.",
+    )
+    model: str = Field("", description="The server's name for the base model; empty takes the first it lists.")
+    adapter_models: dict[str, str] = Field(
+        {},
+        description="Skill adapter -> the server's model name for it (vLLM serves each LoRA as a model: "
+        "`--lora-modules home=...`); an adapter not named here is asked for by its own name. An adapter the "
+        "server does not list runs on the local engine.",
+    )
+    api_key: SecretStr | None = Field(
+        None, description="Sent as a bearer token; unset reads $ASSISTANT_REMOTE_API_KEY (keep it out of the file)."
+    )
+    connect_timeout_s: float = Field(2.0, gt=0, le=60, description="Connecting to the server.")
+    first_token_timeout_s: float = Field(
+        3.0,
+        gt=0,
+        le=300,
+        description="From the request to the first piece of the answer (the server's prefill); then the local "
+        "engine answers. Keep it well below skills.timeout_s, or the turn times out before the fallback speaks.",
+    )
+    read_timeout_s: float = Field(5.0, gt=0, le=300, description="Longest silence between two pieces of an answer.")
+    retry_after_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="After a failure the local engine answers for this long before the server is tried again "
+        "(so no request waits for a dead server's timeout).",
+    )
+    grammar_field: Literal["grammar", "guided_grammar", "local"] = Field(
+        "grammar",
+        description="How a grammar-constrained request (the intent classifier, JSON) is sent: `grammar` "
+        "(llama.cpp's servers), `guided_grammar` (vLLM), or `local` to run those on the device.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise PydanticCustomError(
+                "with_fix",
+                "{url} is not an http(s) URL",
+                {"url": repr(url), "fix": 'write it like "http://host:8080/v1"'},
+            )
+        return url.rstrip("/")
+
+
 class EngineConfig(Section):
     """The on-device LLM."""
 
-    backend: Literal["llama_cpp", "tvm"] = Field(
+    backend: Literal["llama_cpp", "tvm", "openai"] = Field(
         "llama_cpp",
-        description="LLM runtime: `llama_cpp` (CPU, or GPU with gpu_layers), or `tvm`: the model compiled "
-        "with Apache TVM for engine.tvm.target, adapters as run-time inputs of the compiled graph.",
+        description="LLM runtime: `llama_cpp` (CPU, or GPU with gpu_layers), `tvm`: the model compiled "
+        "with Apache TVM for engine.tvm.target, adapters as run-time inputs of the compiled graph, or `openai`: "
+        "a home server's OpenAI-compatible API (`[engine.remote]`), with the llama.cpp engine as its fallback.",
     )
     base_model: str = Field(
         "",
@@ -306,6 +363,7 @@ class EngineConfig(Section):
     threads: ThreadsConfig = Field(default_factory=ThreadsConfig)
     speculative: SpeculativeConfig = Field(default_factory=SpeculativeConfig)
     tvm: TvmConfig = Field(default_factory=TvmConfig)
+    remote: RemoteConfig = Field(default_factory=RemoteConfig)
     max_tokens: int = Field(96, ge=1, le=8192, description="Default cap on generated tokens per reply.")
     temperature: float = Field(0.0, ge=0, le=2, description="0 = greedy (deterministic); higher = more varied.")
     top_k: int = Field(40, ge=0, le=100000, description="Sample among the k most likely tokens (0 = all).")
@@ -510,6 +568,45 @@ class LoggingConfig(Section):
     trace_file: AnyPath | None = Field(None, description="JSONL file receiving one latency trace per turn.")
 
 
+class WyomingConfig(Section):
+    """`assistant serve --wyoming`: wake word, speech recognition, voice and skills for Home Assistant.
+
+    The Wyoming protocol carries no credentials, so the server listens on this host only unless told
+    otherwise, and then answers only the addresses in `allowed_clients`.
+    """
+
+    host: str = Field("127.0.0.1", min_length=1, description="Address to listen on (loopback: this device only).")
+    port: int = Field(10700, ge=1, le=65535, description="TCP port (10700 is Wyoming's usual one).")
+    allowed_clients: list[str] = Field(
+        [],
+        description="IP addresses allowed to connect when `host` is not loopback (e.g. Home Assistant's); "
+        "others are disconnected at once.",
+    )
+
+    @model_validator(mode="after")
+    def _guarded(self) -> WyomingConfig:
+        if not is_loopback(self.host) and not self.allowed_clients:
+            raise PydanticCustomError(
+                "with_fix",
+                "host {host} listens beyond this device, and Wyoming has no password or token",
+                {"host": repr(self.host), "fix": "list the clients allowed to connect in wyoming.allowed_clients "
+                 '(e.g. ["192.168.1.20"], Home Assistant\'s address), or keep host = "127.0.0.1"'},
+            )  # fmt: skip
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` names this machine only (a name is resolved by the OS: only localhost counts here)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class AssistantConfig(Section):
     """The whole integrator configuration."""
 
@@ -528,6 +625,7 @@ class AssistantConfig(Section):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     skills: SkillsConfig = Field(default_factory=SkillsConfig)
     home: HomeConfig = Field(default_factory=HomeConfig)
+    wyoming: WyomingConfig = Field(default_factory=WyomingConfig)
     adapters: dict[str, AdapterConfig] = Field(
         {}, description='LoRA adapters by name, e.g. `[adapters.home] path = "home.gguf"`.'
     )

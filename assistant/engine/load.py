@@ -40,7 +40,7 @@ def load_engine(cfg: AssistantConfig, store: ModelStore | None = None, reporter:
     manifest = store.get(e.base_model)
     path = store.prepare(manifest, reporter)
     engine = _load_base(cfg, path, manifest.sha256)
-    if manifest.sha256 and e.backend == "llama_cpp":
+    if manifest.sha256 and e.backend in ("llama_cpp", "openai"):  # openai: the local fallback
         from importlib.metadata import version
 
         # A state file holds one KV stream per sequence: it loads only into as many streams.
@@ -52,12 +52,24 @@ def load_engine(cfg: AssistantConfig, store: ModelStore | None = None, reporter:
         for name, adapter in cfg.adapters.items():
             assert adapter.path is not None  # the config fills in shipped adapters
             engine.load_adapter(name, adapter.path, adapter.scale)
-        if e.speculative.enabled and e.draft_model is not None:
-            return _with_draft(cfg, store, engine, reporter)
+        local = _with_draft(cfg, store, engine, reporter) if e.speculative.enabled and e.draft_model else engine
     except EngineError:
         engine.close()
         raise
-    return engine
+    return _remote(cfg, local) if e.backend == "openai" else local
+
+
+def _remote(cfg: AssistantConfig, local: Engine) -> Engine:
+    """The home server, with the local engine as its fallback."""
+    try:
+        from assistant.engine.remote import RemoteEngine
+    except ImportError as exc:
+        local.close()
+        raise EngineError(
+            f"engine.backend = 'openai' needs the OpenAI client ({exc}): pip install 'assistant[remote]', "
+            "or set engine.backend = 'llama_cpp'"
+        ) from None
+    return RemoteEngine(cfg.engine.remote, local)
 
 
 def _load_base(cfg: AssistantConfig, path: Path, sha256: str | None) -> LocalEngine:

@@ -21,7 +21,14 @@ import numpy as np
 from assistant.engine.lora import AdapterError
 from assistant.engine.prefix_store import MIN_TOKENS, PrefixStore
 from assistant.engine.sampling import sample_token
-from assistant.engine.types import ChatMessage, EngineError, FinishReason, GenerationStats, Sampling
+from assistant.engine.types import (
+    ChatMessage,
+    EngineError,
+    FinishReason,
+    GenerationStats,
+    Sampling,
+    StreamedText,
+)
 from assistant.engine.vocab import Vocab, chat_tokens
 
 WORK_SEQ = 0  # the sequence every request decodes in; others hold cached prefixes
@@ -326,8 +333,11 @@ class LocalEngine(ABC):
         cancel: threading.Event | None = None,
         adapter: str | None = None,
         grammar: str | None = None,
+        reply_start: str = "",
     ) -> TextGeneration:
-        return self._start(prompt, max_tokens, sampling, stop, cancel, adapter, self._plain_tokens, grammar)
+        return self._start(
+            prompt, max_tokens, sampling, stop, cancel, adapter, self._plain_tokens, grammar, reply_start
+        )
 
     def _start(
         self,
@@ -339,11 +349,14 @@ class LocalEngine(ABC):
         adapter: str | None,
         source: TokenSource,
         grammar: str | None = None,
+        reply_start: str = "",
     ) -> TextGeneration:
         if self._closed:
             raise EngineError("engine is closed")
         self._require_adapter(adapter)
         tokens, prefix = self.prompt_tokens(prompt)
+        if reply_start:
+            tokens = tokens + self.tokenize(reply_start)  # text, never control tokens
         if not tokens:
             raise EngineError("empty prompt")
         if len(tokens) >= self.context_size:
@@ -392,7 +405,7 @@ class LocalEngine(ABC):
         self.close()
 
 
-class TextGeneration:
+class TextGeneration(StreamedText):
     """Iterate for text as it is decoded; `stats`, `tokens` and `text` fill in as it runs.
 
     The token source decides how tokens are produced (plain or speculative decoding);
@@ -405,23 +418,7 @@ class TextGeneration:
         self._source = source
         self.stats = GenerationStats(prompt_tokens=len(request.tokens))
         self.tokens: list[int] = []
-        self._pieces: list[str] = []
-        self._iter: Iterator[str] | None = None
-
-    @property
-    def text(self) -> str:
-        return "".join(self._pieces)
-
-    def __iter__(self) -> Iterator[str]:
-        if self._iter is None:
-            self._iter = self._run()
-        return self._iter
-
-    def result(self) -> str:
-        """Run to completion and return the whole text."""
-        for _ in self:
-            pass
-        return self.text
+        super().__init__()
 
     def _finish(self, reason: FinishReason, t0: float) -> None:
         self.stats.finish_reason = reason

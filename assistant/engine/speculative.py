@@ -170,8 +170,11 @@ class SpeculativeEngine:
         cancel: threading.Event | None = None,
         adapter: str | None = None,
         grammar: str | None = None,
+        reply_start: str = "",
     ) -> TextGeneration:
-        return self.target._start(prompt, max_tokens, sampling, stop, cancel, adapter, self._tokens, grammar)
+        return self.target._start(
+            prompt, max_tokens, sampling, stop, cancel, adapter, self._tokens, grammar, reply_start
+        )
 
     # --- cost model and draft length ------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
@@ -53,11 +54,18 @@ class GenerationStats(BaseModel):
     queued_s: float = Field(0.0, description="Waiting for the engine, busy with another request, before starting.")
     queued_since: float | None = Field(None, exclude=True, description="perf_counter() while waiting, else None.")
     finish_reason: FinishReason | None = None
+    fallback: str | None = Field(
+        None, description="Why the local engine answered (or finished the answer) instead of the home server."
+    )
+
+    behind: GenerationStats | None = Field(
+        None, exclude=True, description="The stats of the engine answering for this one (a fallback), while it does."
+    )
 
     def waited_s(self) -> float:
         """Time spent waiting for the engine so far (while still waiting, up to now)."""
         waiting = time.perf_counter() - self.queued_since if self.queued_since is not None else 0.0
-        return self.queued_s + waiting
+        return self.queued_s + waiting + (self.behind.waited_s() if self.behind is not None else 0.0)
 
     @property
     def decode_tok_s(self) -> float:
@@ -87,6 +95,36 @@ class Generation(Protocol):
     def text(self) -> str: ...
 
     def result(self) -> str: ...
+
+
+class StreamedText(ABC):
+    """What every generation shares: iterate once for the pieces `_run` yields; `text` is what came so far."""
+
+    stats: GenerationStats
+    tokens: list[int]
+
+    def __init__(self) -> None:
+        self._pieces: list[str] = []
+        self._iter: Iterator[str] | None = None
+
+    @abstractmethod
+    def _run(self) -> Iterator[str]:
+        """The pieces, each appended to `_pieces` before it is yielded."""
+
+    @property
+    def text(self) -> str:
+        return "".join(self._pieces)
+
+    def __iter__(self) -> Iterator[str]:
+        if self._iter is None:
+            self._iter = self._run()
+        return self._iter
+
+    def result(self) -> str:
+        """Run to completion and return the whole text."""
+        for _ in self:
+            pass
+        return self.text
 
 
 @runtime_checkable
@@ -131,7 +169,11 @@ class Engine(Protocol):
         cancel: threading.Event | None = None,
         adapter: str | None = None,
         grammar: str | None = None,
-    ) -> Generation: ...
+        reply_start: str = "",
+    ) -> Generation:
+        """`reply_start`: words of the reply already said (by a server that died mid-answer): the model
+        continues them, and the generation's text is only what follows."""
+        ...
 
     def reset(self) -> None: ...
 
