@@ -4,6 +4,9 @@
 #   scripts/install.sh            # runtime only
 #   scripts/install.sh test       # plus the test extra
 #   scripts/install.sh test,train # any extras, comma separated
+#   ASSISTANT_GPU=vulkan ASSISTANT_VENV=.venv-vulkan scripts/install.sh
+#                                 # llama.cpp with its Vulkan backend (Mali, Adreno, AMD, Intel, NVIDIA GPUs;
+#                                 # Mesa's lavapipe in CI): engine.gpu_layers / engine.gpu_device use it
 #
 # llama-cpp-python is built from source with flags chosen for *this* CPU: the
 # stock build enables ggml's AMX kernels, which crash on every multi-token
@@ -51,6 +54,27 @@ if [ -n "$missing" ]; then
     fi
 fi
 
+# --- the Vulkan SDK pieces llama.cpp's Vulkan backend builds with (ASSISTANT_GPU=vulkan) ------------
+# Headers, the GLSL compilers and SPIR-V headers to build it; Mesa's drivers, whose lavapipe is a software
+# Vulkan device the GPU tests run on where no GPU is (a real GPU's own driver is used where there is one).
+gpu="${ASSISTANT_GPU:-}"
+case "$gpu" in "" | vulkan) ;; *) echo "ASSISTANT_GPU=$gpu: expected vulkan (or unset: CPU only)" >&2; exit 2 ;; esac
+if [ "$gpu" = vulkan ]; then
+    missing=""
+    for deb in libvulkan-dev glslc glslang-tools spirv-headers mesa-vulkan-drivers; do
+        dpkg-query -W -f='${Status}' "$deb" 2>/dev/null | grep -q "ok installed" || missing="$missing $deb"
+    done
+    if [ -n "$missing" ]; then
+        if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+            echo "==> installing the Vulkan build packages:$missing"
+            apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+        else
+            echo "ASSISTANT_GPU=vulkan needs the system packages$missing (apt-get install$missing as root)" >&2
+            exit 3
+        fi
+    fi
+fi
+
 # --- llama-cpp-python, built once per (version, flags, CPU, python) ----------
 cmake_args="-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DGGML_LLAMAFILE=OFF"
 # ASSISTANT_LLAMA_KERNELS=avx2 builds the kernels an AVX2-only x86-64 CPU (an AMD EPYC without
@@ -70,6 +94,7 @@ elif [ "$(uname -m)" = "x86_64" ]; then
 else
     cmake_args="$cmake_args -DGGML_NATIVE=ON"
 fi
+[ "$gpu" = vulkan ] && cmake_args="$cmake_args -DGGML_VULKAN=ON"
 cmake_args="${ASSISTANT_LLAMA_CMAKE_ARGS:-$cmake_args}"
 cpu_id="$(grep -m1 -E '^(model name|flags|Features)' /proc/cpuinfo 2>/dev/null || uname -m)"
 py_tag="$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
@@ -82,9 +107,20 @@ if ! "$PY" -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$LLAMA_
         echo "==> building llama-cpp-python $LLAMA_VERSION from source (several minutes, once per machine)"
         echo "    CMAKE_ARGS=$cmake_args"
         mkdir -p "$WHEELS.tmp"
+        source="llama-cpp-python==$LLAMA_VERSION"
+        if [ "$gpu" = vulkan ]; then
+            # From its source, patched where the system's Vulkan headers are older than the vendored llama.cpp
+            # expects (Debian 12: 1.3.239); scripts/patch_llama_vulkan.py says what it changes.
+            rm -rf "$WHEELS.src" && mkdir -p "$WHEELS.src"
+            "$PY" -m pip download --quiet --no-deps --no-binary :all: -d "$WHEELS.src" "$source"
+            tar -xzf "$WHEELS.src"/llama_cpp_python-*.tar.gz -C "$WHEELS.src"
+            source="$(echo "$WHEELS.src"/llama_cpp_python-*/)"
+            "$PY" "$ROOT/scripts/patch_llama_vulkan.py" "$source"
+        fi
         CMAKE_ARGS="$cmake_args" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
             "$PY" -m pip wheel --no-deps --no-binary llama-cpp-python --no-cache-dir \
-            -w "$WHEELS.tmp" "llama-cpp-python==$LLAMA_VERSION"
+            -w "$WHEELS.tmp" "$source"
+        rm -rf "$WHEELS.src"
         rm -rf "$WHEELS" && mv "$WHEELS.tmp" "$WHEELS"
     fi
     "$PY" -m pip install --quiet --force-reinstall --no-deps "$WHEELS"/llama_cpp_python-*.whl

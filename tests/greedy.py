@@ -50,13 +50,15 @@ def assert_same_greedy(
     warnings.warn(NearTie(f"{what}: parted at token {i} at a near-tie (gap {gap:.5f} < {margin})"), stacklevel=2)
 
 
-def sequential_logits(engine: object, prompt: Sequence[int]) -> Callable[[list[int]], np.ndarray]:
+def sequential_logits(
+    engine: object, prompt: Sequence[int], adapter: str | None = None
+) -> Callable[[list[int]], np.ndarray]:
     """`logits_after` for an engine whose batches round differently from one-token decodes: the prompt
     as one batch, then each token of the prefix decoded alone, as plain generation does."""
 
     def after(prefix: list[int]) -> np.ndarray:
         engine.reset()  # type: ignore[attr-defined]
-        engine.prefill(list(prompt))  # type: ignore[attr-defined]
+        engine.prefill(list(prompt), adapter=adapter)  # type: ignore[attr-defined]
         for i, token in enumerate(prefix):
             engine._decode([token], len(prompt) + i)  # type: ignore[attr-defined]
         return np.array(engine.logits())  # type: ignore[attr-defined]

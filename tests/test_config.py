@@ -46,6 +46,7 @@ def test_embedded_default_is_complete_and_matches_the_models() -> None:
         "engine",
         "skills",
         "latency",
+        "wyoming",
         "models",
         "logging",
     }

@@ -347,7 +347,20 @@ class EngineConfig(Section):
     )
     context_size: int = Field(2048, ge=128, le=131072, description="KV cache size in tokens.")
     batch_size: int = Field(256, ge=1, le=8192, description="Maximum tokens per prefill batch.")
-    gpu_layers: int = Field(0, ge=0, le=1000, description="Layers offloaded to a GPU (0 = CPU only).")
+    gpu_layers: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        description="Layers of the base model offloaded to a GPU (0 = CPU only; 99 = all); the draft stays on the "
+        "CPU. Needs llama.cpp built with a GPU backend (`ASSISTANT_GPU=vulkan scripts/install.sh`).",
+    )
+    gpu_device: int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="Vulkan device index for the GPU layers (`vulkaninfo --summary` lists them); unset: the GPUs "
+        "llama.cpp finds. A software device (Mesa's lavapipe, a CPU) is used only when named here.",
+    )
     flash_attn: bool = Field(
         True,
         description="llama.cpp flash attention. On: cached prefixes and speculative verification give "

@@ -104,6 +104,7 @@ def _load_base(cfg: AssistantConfig, path: Path, sha256: str | None) -> LocalEng
         threads=e.threads.target,
         threads_batch=e.threads.target_batch,
         gpu_layers=e.gpu_layers,
+        gpu_device=e.gpu_device,
         prefix_slots=e.prefix_slots,
         flash_attn=e.flash_attn,
         base_sha256=sha256,
@@ -159,7 +160,7 @@ def _calibration_file(cfg: AssistantConfig, target_sha: str | None, draft_sha: s
     with contextlib.suppress(OSError):
         cpu = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")), cpu)
     threads = (e.threads.target, e.threads.target_batch, e.threads.draft)
-    key = [target_sha, draft_sha, e.backend, e.tvm.target, e.gpu_layers, threads, e.speculative.max_draft,
+    key = [target_sha, draft_sha, e.backend, e.tvm.target, e.gpu_layers, e.gpu_device, threads, e.speculative.max_draft,
            e.context_size, os.cpu_count(), cpu, version("llama-cpp-python")]  # fmt: skip
     digest = hashlib.sha256(repr(key).encode()).hexdigest()[:24]
     return cfg.models.resolved_cache_dir / "calibration" / f"{digest}.json"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,14 @@ from typing import Any
 import llama_cpp as ll
 import numpy as np
 
-from assistant.engine.llama_cpp.native import LlamaVocab, amx_compiled, init_backend, last_errors, recent_errors
+from assistant.engine.llama_cpp.native import (
+    LlamaVocab,
+    amx_compiled,
+    gpu_devices,
+    init_backend,
+    last_errors,
+    recent_errors,
+)
 from assistant.engine.local import WORK_SEQ, LocalEngine
 from assistant.engine.lora import AdapterError, check_base, read_adapter_manifest
 from assistant.engine.types import EngineError
@@ -37,6 +45,11 @@ class LlamaCppEngine(LocalEngine):
     """One loaded GGUF model with one context; requests are serialized by a lock."""
 
     vocab: LlamaVocab
+    GPU_VARIANCE = (
+        "a GPU computes a verify batch with other kernels than a single token (matrix-matrix vs matrix-vector "
+        "shaders, other summation orders), so greedy speculative output equals plain greedy output only up to "
+        "near-ties of the top two logits; sampling keeps the target's distribution"
+    )
 
     def __init__(
         self,
@@ -48,11 +61,12 @@ class LlamaCppEngine(LocalEngine):
         threads: int = 2,
         threads_batch: int = 2,
         gpu_layers: int = 0,
+        gpu_device: int | None = None,
         prefix_slots: int = 4,
         base_sha256: str | None = None,
         flash_attn: bool = True,
     ):
-        init_backend()
+        init_backend(gpu_device)
         path = Path(model_path)
         if not path.is_file():
             raise EngineError(f"model file {path} does not exist")
@@ -61,6 +75,16 @@ class LlamaCppEngine(LocalEngine):
 
         mparams = ll.llama_model_default_params()
         mparams.n_gpu_layers = gpu_layers
+        gpus = gpu_devices() if gpu_layers > 0 else []
+        if gpu_layers > 0 and not gpus:
+            why = "ASSISTANT_GPU=vulkan scripts/install.sh builds llama.cpp with Vulkan"
+            log.warning(
+                "gpu_layers = %d, but this llama.cpp build finds no GPU: it runs on the CPU (%s)", gpu_layers, why
+            )
+        elif gpus:
+            log.info("%s: %d layers on %s", self._name, gpu_layers, ", ".join(gpus))
+            self.batch_variance, self.batch_variance_matters = self.GPU_VARIANCE, True
+        self._software_gpu = any("llvmpipe" in g for g in gpus)
         if amx_compiled():
             log.warning(
                 "llama.cpp was built with AMX kernels; disabling extra buffer types (rebuild with scripts/install.sh)"
@@ -87,10 +111,23 @@ class LlamaCppEngine(LocalEngine):
         cparams.n_threads = threads
         cparams.n_threads_batch = threads_batch
         cparams.no_perf = True
+        # A model kept on the CPU (the draft) stays there: no prefill batch is shipped to a GPU build's device.
+        cparams.op_offload = gpu_layers > 0
         # Flash attention skips masked KV cells; the plain path sums over them, so its rounding
         # depends on where cells sit (prefix slots, rollbacks) and outputs drift with cache state.
         cparams.flash_attn_type = 1 if flash_attn else 0
-        ctx = ll.llama_init_from_model(model, cparams)
+        # llama.cpp reuses the previous decode's graph when it can; on Vulkan that graph outlives a LoRA switch
+        # and the next decode crashes (lavapipe, llama.cpp of llama-cpp-python 0.3.36: every second switch).
+        # A GPU context builds its graph anew each decode (read once, when the context is made).
+        reuse = os.environ.pop("LLAMA_GRAPH_REUSE_DISABLE", None)
+        if gpus:
+            os.environ["LLAMA_GRAPH_REUSE_DISABLE"] = "1"
+        try:
+            ctx = ll.llama_init_from_model(model, cparams)
+        finally:
+            os.environ.pop("LLAMA_GRAPH_REUSE_DISABLE", None)
+            if reuse is not None:
+                os.environ["LLAMA_GRAPH_REUSE_DISABLE"] = reuse
         if not ctx:
             ll.llama_model_free(model)
             raise EngineError(
@@ -127,6 +164,9 @@ class LlamaCppEngine(LocalEngine):
         handle = ll.llama_adapter_lora_init(self._model, str(path).encode())
         if not handle:
             raise AdapterError(f"adapter {path} does not fit base '{self._name}': {last_errors('unknown cause')}")
+        if self._software_gpu:
+            known = "switching a Vulkan context between adapters crashed its driver thread in our tests"
+            log.warning("adapter %s on Mesa's lavapipe: %s (about every second switch)", name, known)
         with self._lock:
             old = self._adapters.get(name)
             self._adapters[name] = _Adapter(name=name, path=path, scale=scale, handle=handle)
@@ -182,6 +222,8 @@ class LlamaCppEngine(LocalEngine):
 
     def logits(self, index: int = -1) -> np.ndarray:
         ptr = ll.llama_get_logits_ith(self._ctx, index)
+        if not ptr:  # llama.cpp says why in its log; reading through a null pointer would end the process
+            raise EngineError(f"no logits for output {index}: {last_errors('llama_get_logits_ith returned NULL')}")
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
 
     def truncate(self, n: int) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,13 +41,40 @@ def _log_callback(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
     log.log(logging.WARNING if level >= 4 else logging.DEBUG, "%s", message)
 
 
-def init_backend() -> None:
+def init_backend(gpu_device: int | None = None) -> None:
+    """Start llama.cpp once per process. `gpu_device`: the Vulkan device index the GPU layers go to (it must be
+    chosen before the start: ggml enumerates its devices then); a software device such as Mesa's lavapipe is
+    only used when named this way."""
     global _backend_ready
     with _backend_lock:
+        if gpu_device is not None:
+            chosen = os.environ.get("GGML_VK_VISIBLE_DEVICES")
+            if not _backend_ready:
+                os.environ["GGML_VK_VISIBLE_DEVICES"] = str(gpu_device)
+            elif chosen != str(gpu_device):
+                log.warning("engine.gpu_device = %d comes too late: llama.cpp already started with Vulkan devices %s "
+                            "(one process uses one choice)", gpu_device, chosen or "it found")  # fmt: skip
         if not _backend_ready:
             ll.llama_log_set(_log_callback, ctypes.c_void_p(0))
             ll.llama_backend_init()
             _backend_ready = True
+
+
+def gpu_devices() -> list[str]:
+    """Descriptions of the GPUs this llama.cpp build can offload to (empty: a CPU build, or no device)."""
+    init_backend()
+    lib = ctypes.CDLL(str(Path(ll.__file__).parent / "lib" / "libggml.so"))
+    lib.ggml_backend_dev_count.restype = ctypes.c_size_t
+    lib.ggml_backend_dev_get.restype, lib.ggml_backend_dev_get.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    lib.ggml_backend_dev_type.restype, lib.ggml_backend_dev_type.argtypes = ctypes.c_int, [ctypes.c_void_p]
+    lib.ggml_backend_dev_description.restype = ctypes.c_char_p
+    lib.ggml_backend_dev_description.argtypes = [ctypes.c_void_p]
+    found = []
+    for i in range(lib.ggml_backend_dev_count()):
+        dev = lib.ggml_backend_dev_get(i)
+        if lib.ggml_backend_dev_type(dev) in (1, 2):  # GGML_BACKEND_DEVICE_TYPE_GPU, _IGPU
+            found.append(lib.ggml_backend_dev_description(dev).decode("utf-8", "replace"))
+    return found
 
 
 def system_info() -> str:
