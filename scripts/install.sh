@@ -38,8 +38,12 @@ PY="$VENV/bin/python"
 # ALSA's pulse plugin, which give the live-stream test a virtual sound card, and the mosquitto broker
 # the MQTT home sink's tests start. Without the audio ones the assistant still runs headless
 # (--wav/--text) and that test skips, saying why.
+gpu="${ASSISTANT_GPU:-}"
+case "$gpu" in "" | vulkan) ;; *) echo "ASSISTANT_GPU=$gpu: expected vulkan (or unset: CPU only)" >&2; exit 2 ;; esac
 debs="libportaudio2"
 case ",$EXTRAS," in *,test,*) debs="$debs pulseaudio libasound2-plugins mosquitto" ;; esac  # mosquitto: the MQTT sink's tests
+# Mesa's Vulkan drivers: lavapipe, the software Vulkan device the GPU tests run on where no GPU is.
+case ",$EXTRAS,$gpu" in *,test,*vulkan) debs="$debs mesa-vulkan-drivers" ;; esac
 missing=""
 for deb in $debs; do
     dpkg-query -W -f='${Status}' "$deb" 2>/dev/null | grep -q "ok installed" || missing="$missing $deb"
@@ -55,25 +59,25 @@ if [ -n "$missing" ]; then
 fi
 
 # --- the Vulkan SDK pieces llama.cpp's Vulkan backend builds with (ASSISTANT_GPU=vulkan) ------------
-# Headers, the GLSL compilers and SPIR-V headers to build it; Mesa's drivers, whose lavapipe is a software
-# Vulkan device the GPU tests run on where no GPU is (a real GPU's own driver is used where there is one).
-gpu="${ASSISTANT_GPU:-}"
-case "$gpu" in "" | vulkan) ;; *) echo "ASSISTANT_GPU=$gpu: expected vulkan (or unset: CPU only)" >&2; exit 2 ;; esac
-if [ "$gpu" = vulkan ]; then
-    missing=""
-    for deb in libvulkan-dev glslc glslang-tools spirv-headers mesa-vulkan-drivers; do
-        dpkg-query -W -f='${Status}' "$deb" 2>/dev/null | grep -q "ok installed" || missing="$missing $deb"
-    done
-    if [ -n "$missing" ]; then
-        if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
-            echo "==> installing the Vulkan build packages:$missing"
-            apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
-        else
-            echo "ASSISTANT_GPU=vulkan needs the system packages$missing (apt-get install$missing as root)" >&2
-            exit 3
-        fi
+# Checked when a build is needed (a cached wheel needs only the Vulkan loader and a driver). Exit code 3:
+# they are missing and cannot be installed here (scripts/test.sh then skips its Vulkan stage, saying so).
+vulkan_build_tools() {
+    local missing=""
+    command -v glslc >/dev/null || missing="$missing glslc"
+    command -v glslangValidator >/dev/null || missing="$missing glslang-tools"
+    [ -f /usr/include/vulkan/vulkan.h ] || missing="$missing libvulkan-dev"
+    ls -d /usr/share/cmake/SPIRV-Headers /usr/lib/cmake/SPIRV-Headers /usr/lib/*/cmake/SPIRV-Headers \
+        /usr/local/share/cmake/SPIRV-Headers >/dev/null 2>&1 || missing="$missing spirv-headers"
+    [ -z "$missing" ] && return 0
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+        echo "==> installing the Vulkan build packages:$missing"
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null; } \
+            || { echo "could not install$missing" >&2; exit 3; }
+    else
+        echo "ASSISTANT_GPU=vulkan needs$missing to build llama.cpp (apt-get install$missing as root)" >&2
+        exit 3
     fi
-fi
+}
 
 # --- llama-cpp-python, built once per (version, flags, CPU, python) ----------
 cmake_args="-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DGGML_LLAMAFILE=OFF"
@@ -94,11 +98,15 @@ elif [ "$(uname -m)" = "x86_64" ]; then
 else
     cmake_args="$cmake_args -DGGML_NATIVE=ON"
 fi
-[ "$gpu" = vulkan ] && cmake_args="$cmake_args -DGGML_VULKAN=ON"
 cmake_args="${ASSISTANT_LLAMA_CMAKE_ARGS:-$cmake_args}"
+build_id="$cmake_args"
+if [ "$gpu" = vulkan ]; then  # also over ASSISTANT_LLAMA_CMAKE_ARGS; a changed source patch is another build
+    case " $cmake_args " in *" -DGGML_VULKAN=ON "*) ;; *) cmake_args="$cmake_args -DGGML_VULKAN=ON" ;; esac
+    build_id="$cmake_args|$(sha256sum "$ROOT/scripts/patch_llama_vulkan.py" | cut -c1-12)"
+fi
 cpu_id="$(grep -m1 -E '^(model name|flags|Features)' /proc/cpuinfo 2>/dev/null || uname -m)"
 py_tag="$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
-key="$(printf '%s|%s|%s|%s' "$LLAMA_VERSION" "$cmake_args" "$cpu_id" "$py_tag" | sha256sum | cut -c1-16)"
+key="$(printf '%s|%s|%s|%s' "$LLAMA_VERSION" "$build_id" "$cpu_id" "$py_tag" | sha256sum | cut -c1-16)"
 WHEELS="${ASSISTANT_WHEEL_CACHE:-$HOME/.cache/assistant/wheels}/$key"
 
 if ! "$PY" -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$LLAMA_VERSION')" 2>/dev/null \
@@ -109,10 +117,11 @@ if ! "$PY" -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$LLAMA_
         mkdir -p "$WHEELS.tmp"
         source="llama-cpp-python==$LLAMA_VERSION"
         if [ "$gpu" = vulkan ]; then
+            vulkan_build_tools
             # From its source, patched where the system's Vulkan headers are older than the vendored llama.cpp
             # expects (Debian 12: 1.3.239); scripts/patch_llama_vulkan.py says what it changes.
             rm -rf "$WHEELS.src" && mkdir -p "$WHEELS.src"
-            "$PY" -m pip download --quiet --no-deps --no-binary :all: -d "$WHEELS.src" "$source"
+            "$PY" -m pip download --quiet --no-deps --no-binary llama-cpp-python -d "$WHEELS.src" "$source"
             tar -xzf "$WHEELS.src"/llama_cpp_python-*.tar.gz -C "$WHEELS.src"
             source="$(echo "$WHEELS.src"/llama_cpp_python-*/)"
             "$PY" "$ROOT/scripts/patch_llama_vulkan.py" "$source"

@@ -122,8 +122,10 @@ def test_speculation_with_a_gpu_target_and_a_cpu_draft_parts_only_at_near_ties(
     try:
         spec = SpeculativeEngine(gpu, draft, max_draft=4, fixed_k=4)
         for question in QUESTIONS[:2]:
+            gpu.reset()  # both from a cold cache, as the reference logits are computed
             plain = gpu.generate(chat(question), max_tokens=TOKENS)
             plain.result()
+            spec.reset()
             fast = spec.generate(chat(question), max_tokens=TOKENS)
             fast.result()
             assert spec.stats.drafted > 0  # the verify batches ran on the GPU

@@ -35,6 +35,10 @@ def load_engine(cfg: AssistantConfig, store: ModelStore | None = None, reporter:
     """Verify the configured base model (hashing only if never verified) and load it once."""
     store = store or model_store(cfg)
     e = cfg.engine
+    if e.backend != "tvm":
+        from assistant.engine.llama_cpp.native import init_backend
+
+        init_backend(e.gpu_device)  # first: preparing a model (re-quantizing) would start llama.cpp without it
     for problem in context_problems(cfg, store):
         log.warning("%s", problem.render())
     manifest = store.get(e.base_model)
@@ -160,8 +164,13 @@ def _calibration_file(cfg: AssistantConfig, target_sha: str | None, draft_sha: s
     with contextlib.suppress(OSError):
         cpu = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")), cpu)
     threads = (e.threads.target, e.threads.target_batch, e.threads.draft)
-    key = [target_sha, draft_sha, e.backend, e.tvm.target, e.gpu_layers, e.gpu_device, threads, e.speculative.max_draft,
-           e.context_size, os.cpu_count(), cpu, version("llama-cpp-python")]  # fmt: skip
+    gpus: tuple[str, ...] = ()
+    if e.gpu_layers and e.backend != "tvm":  # a Vulkan build and a CPU build of one version are other devices
+        from assistant.engine.llama_cpp.native import gpu_devices
+
+        gpus = tuple(gpu_devices())
+    key = [target_sha, draft_sha, e.backend, e.tvm.target, e.gpu_layers, e.gpu_device, gpus, threads,
+           e.speculative.max_draft, e.context_size, os.cpu_count(), cpu, version("llama-cpp-python")]  # fmt: skip
     digest = hashlib.sha256(repr(key).encode()).hexdigest()[:24]
     return cfg.models.resolved_cache_dir / "calibration" / f"{digest}.json"
 

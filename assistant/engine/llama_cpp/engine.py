@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,18 +115,7 @@ class LlamaCppEngine(LocalEngine):
         # Flash attention skips masked KV cells; the plain path sums over them, so its rounding
         # depends on where cells sit (prefix slots, rollbacks) and outputs drift with cache state.
         cparams.flash_attn_type = 1 if flash_attn else 0
-        # llama.cpp reuses the previous decode's graph when it can; on Vulkan that graph outlives a LoRA switch
-        # and the next decode crashes (lavapipe, llama.cpp of llama-cpp-python 0.3.36: every second switch).
-        # A GPU context builds its graph anew each decode (read once, when the context is made).
-        reuse = os.environ.pop("LLAMA_GRAPH_REUSE_DISABLE", None)
-        if gpus:
-            os.environ["LLAMA_GRAPH_REUSE_DISABLE"] = "1"
-        try:
-            ctx = ll.llama_init_from_model(model, cparams)
-        finally:
-            os.environ.pop("LLAMA_GRAPH_REUSE_DISABLE", None)
-            if reuse is not None:
-                os.environ["LLAMA_GRAPH_REUSE_DISABLE"] = reuse
+        ctx = ll.llama_init_from_model(model, cparams)
         if not ctx:
             ll.llama_model_free(model)
             raise EngineError(

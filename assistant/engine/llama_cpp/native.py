@@ -63,17 +63,22 @@ def init_backend(gpu_device: int | None = None) -> None:
 def gpu_devices() -> list[str]:
     """Descriptions of the GPUs this llama.cpp build can offload to (empty: a CPU build, or no device)."""
     init_backend()
-    lib = ctypes.CDLL(str(Path(ll.__file__).parent / "lib" / "libggml.so"))
-    lib.ggml_backend_dev_count.restype = ctypes.c_size_t
-    lib.ggml_backend_dev_get.restype, lib.ggml_backend_dev_get.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
-    lib.ggml_backend_dev_type.restype, lib.ggml_backend_dev_type.argtypes = ctypes.c_int, [ctypes.c_void_p]
-    lib.ggml_backend_dev_description.restype = ctypes.c_char_p
-    lib.ggml_backend_dev_description.argtypes = [ctypes.c_void_p]
+    try:
+        lib = ll.llama_cpp._lib  # the libllama llama-cpp-python loaded: its ggml is the one in use
+        count, get, kind, describe = (lib.ggml_backend_dev_count, lib.ggml_backend_dev_get, lib.ggml_backend_dev_type,
+                                      lib.ggml_backend_dev_description)  # fmt: skip
+    except AttributeError as exc:
+        log.warning("cannot list llama.cpp's devices (%s): treating this build as CPU-only", exc)
+        return []
+    count.restype = ctypes.c_size_t
+    get.restype, get.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    kind.restype, kind.argtypes = ctypes.c_int, [ctypes.c_void_p]
+    describe.restype, describe.argtypes = ctypes.c_char_p, [ctypes.c_void_p]
     found = []
-    for i in range(lib.ggml_backend_dev_count()):
-        dev = lib.ggml_backend_dev_get(i)
-        if lib.ggml_backend_dev_type(dev) in (1, 2):  # GGML_BACKEND_DEVICE_TYPE_GPU, _IGPU
-            found.append(lib.ggml_backend_dev_description(dev).decode("utf-8", "replace"))
+    for i in range(count()):
+        dev = get(i)
+        if kind(dev) in (1, 2):  # GGML_BACKEND_DEVICE_TYPE_GPU, _IGPU
+            found.append((describe(dev) or b"?").decode("utf-8", "replace"))
     return found
 
 
