@@ -66,8 +66,12 @@ vulkan_build_tools() {
     command -v glslc >/dev/null || missing="$missing glslc"
     command -v glslangValidator >/dev/null || missing="$missing glslang-tools"
     [ -f /usr/include/vulkan/vulkan.h ] || missing="$missing libvulkan-dev"
-    ls -d /usr/share/cmake/SPIRV-Headers /usr/lib/cmake/SPIRV-Headers /usr/lib/*/cmake/SPIRV-Headers \
-        /usr/local/share/cmake/SPIRV-Headers >/dev/null 2>&1 || missing="$missing spirv-headers"
+    local spirv=""
+    for dir in /usr/share/cmake/SPIRV-Headers /usr/lib/cmake/SPIRV-Headers /usr/lib/*/cmake/SPIRV-Headers \
+        /usr/local/share/cmake/SPIRV-Headers; do
+        [ -d "$dir" ] && spirv="$dir"
+    done
+    [ -n "$spirv" ] || missing="$missing spirv-headers"
     [ -z "$missing" ] && return 0
     if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
         echo "==> installing the Vulkan build packages:$missing"
