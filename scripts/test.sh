@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the assistant with its test extra into .venv and run the whole test suite; then, for a whole run,
 # the GPU tests once more in a Vulkan build of llama.cpp on Mesa's lavapipe (a software Vulkan device), in
-# .venv-vulkan (the first time builds that llama.cpp: about 13 minutes on 2 cores; cached afterwards).
+# .venv-vulkan (the first time builds that llama.cpp: about 6 minutes on 2 cores; cached afterwards).
 # ASSISTANT_GPU_TESTS: auto (default: skipped, saying why, where the Vulkan build tools or a Vulkan device
 # cannot be had), vulkan (required), none. Arguments run pytest with them and skip that stage.
 set -euo pipefail
