@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,13 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 DEFAULT_MODEL = "smollm2-135m-instruct-q4_1"  # the small profile's base: fast enough for most tests
 STANDARD_MODEL = "qwen2.5-coder-1.5b-instruct-q4_k_m"
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on (for the servers the tests start)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @pytest.fixture(autouse=True)

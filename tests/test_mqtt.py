@@ -17,6 +17,7 @@ import pytest
 from assistant.config import AssistantConfig
 from assistant.pipeline import Assistant
 from assistant.skillhost.mqtt import MqttSink
+from tests.conftest import free_port
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 DEVICES = [
@@ -26,17 +27,11 @@ DEVICES = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Broker:
     """mosquitto on a loopback port, restartable on the same port with its sessions kept on disk."""
 
     def __init__(self, folder: Path):
-        self.port = _free_port()
+        self.port = free_port()
         self.conf = folder / "mosquitto.conf"
         # As root, mosquitto would switch to its own user, which cannot write its sessions under pytest's folder.
         self.conf.write_text(
@@ -188,7 +183,7 @@ def test_a_broker_that_is_down_or_restarts_loses_no_command(
 
 
 def test_a_sink_whose_broker_never_answers_says_so_at_once(tmp_path: Path) -> None:
-    assistant = _assistant(_free_port())  # nothing listens there
+    assistant = _assistant(free_port())  # nothing listens there
     try:
         reply = assistant.ask("turn on the kitchen light")
         assert "not answering" in reply.text and reply.error is None

@@ -20,7 +20,7 @@ from assistant.engine import ChatMessage, EngineError, load_engine
 from assistant.engine.remote import RemoteEngine
 from assistant.engine.types import Engine
 from assistant.pipeline import Assistant, Session
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 
 KEY = "test-token-1234"
 SYSTEM = ChatMessage(role="system", content="You are a helpful assistant.")
@@ -28,17 +28,11 @@ STORY = [SYSTEM, ChatMessage(role="user", content="Tell me a long story about a 
 FRANCE = [SYSTEM, ChatMessage(role="user", content="What is the capital of France?")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class HomeServer:
     """`python -m llama_cpp.server` on a loopback port: the base model, and the same model with a LoRA."""
 
     def __init__(self, folder: Path, model: Path):
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         common = {"model": str(model), "n_ctx": 1024, "n_threads": 1, "n_threads_batch": 1, "verbose": False}
         config = {
@@ -105,7 +99,7 @@ def _other(remote: RemoteEngine, url: str, **cfg: object) -> RemoteEngine:
 
 
 def _unused_url() -> str:
-    return f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens there
+    return f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
 
 
 def test_the_server_answers_as_the_local_engine_would_and_adapters_become_models(remote: RemoteEngine) -> None:

@@ -29,19 +29,14 @@ from assistant.config import AssistantConfig
 from assistant.engine import Engine
 from assistant.pipeline import Assistant
 from assistant.serve import WyomingServer
+from tests.conftest import free_port
 from tests.test_cli import ASSISTANT
 from tests.test_mqtt import DEVICES, Broker, Device
 from tests.voice_audio import speech, voice
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _config(**extra: object) -> AssistantConfig:
-    return AssistantConfig.model_validate({"profile": "small", "wyoming": {"port": _free_port()}, **extra})
+    return AssistantConfig.model_validate({"profile": "small", "wyoming": {"port": free_port()}, **extra})
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +199,7 @@ def test_speech_right_after_the_start_keeps_its_first_syllables(server: WyomingS
 
 
 def test_only_allowed_clients_are_served(engine: Engine, tmp_path: Path) -> None:
-    cfg = _config(wyoming={"port": _free_port(), "allowed_clients": ["10.9.9.9"]})
+    cfg = _config(wyoming={"port": free_port(), "allowed_clients": ["10.9.9.9"]})
     srv = WyomingServer(Assistant(cfg, engine))
     srv.start()
     try:
@@ -220,7 +215,7 @@ def test_only_allowed_clients_are_served(engine: Engine, tmp_path: Path) -> None
 
 
 def test_the_cli_serves_until_interrupted(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "ASSISTANT_PROFILE": "small"}
     cmd = [ASSISTANT, "serve", "--wyoming", "--port", str(port)]
     log = tmp_path / "serve.log"  # a file, not a pipe: a chatty child never blocks on a full pipe

@@ -17,6 +17,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import openai
@@ -192,20 +193,16 @@ class RemoteEngine:
         )  # fmt: skip
 
 
+@dataclass(frozen=True)
 class _Request:
-    def __init__(
-        self,
-        prompt: str | Sequence[ChatMessage],
-        max_tokens: int,
-        sampling: Sampling,
-        stop: tuple[str, ...],
-        cancel: threading.Event | None,
-        adapter: str | None,
-        grammar: str | None,
-        reply_start: str,
-    ):
-        self.prompt, self.max_tokens, self.sampling, self.stop = prompt, max_tokens, sampling, stop
-        self.cancel, self.adapter, self.grammar, self.reply_start = cancel, adapter, grammar, reply_start
+    prompt: str | Sequence[ChatMessage]
+    max_tokens: int
+    sampling: Sampling
+    stop: tuple[str, ...]
+    cancel: threading.Event | None
+    adapter: str | None
+    grammar: str | None
+    reply_start: str
 
 
 class RemoteGeneration(StreamedText):
